@@ -1,0 +1,59 @@
+"""The ``ninlab`` command line.
+
+``ninlab summary|datasets|...`` are ninlab's own commands (argparse); ``ninlab fit|validate|test|predict`` go to
+LightningCLI. Every user-facing failure is one line on stderr and a non-zero exit; ``--verbose`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from ninlab.errors import NinlabError
+
+__all__ = ["main"]
+
+# name -> (help, add_arguments(parser), run(args) -> exit code). Each command lives in its own module.
+Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
+
+
+def _commands() -> dict[str, Command]:
+    # Imported lazily so `ninlab --help` stays fast and one command's imports never slow another.
+    from ninlab import summary
+
+    return {
+        "summary": ("layer-by-layer shapes, parameters and MACs of a model", summary.add_arguments, summary.run),
+    }
+
+
+def _build_parser(commands: dict[str, Command]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ninlab", description="Network-in-Network image classifiers.")
+    parser.add_argument("--verbose", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (help_text, add_arguments, _) in commands.items():
+        add_arguments(sub.add_parser(name, help=help_text, description=help_text))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``ninlab`` command line and return its exit code (0 on success)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = "--verbose" in argv
+    commands = _commands()
+    parser = _build_parser(commands)
+    try:
+        args = parser.parse_args(argv)
+        return commands[args.command][2](args)
+    except NinlabError as error:
+        if verbose:
+            raise
+        print(f"ninlab: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ninlab: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
