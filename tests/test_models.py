@@ -1,0 +1,119 @@
+"""The NiN family: shapes, parameter counts, gradients and the minimum input size of every variant."""
+
+import pytest
+import torch
+from torch import nn
+
+import ninlab
+from ninlab.errors import InputSizeError
+
+MODELS = ninlab.list_models()
+PARAMS = {("nin_d2l", 1, 10): 1_992_166, ("nin_cifar", 3, 10): 966_986, ("nin_micro", 3, 10): 8_858,
+          ("nin_imagenet", 3, 1000): 7_595_176}  # fmt: skip
+
+
+def _batch(model, batch_size: int = 2) -> torch.Tensor:
+    return torch.randn(batch_size, model.in_chans, model.image_size, model.image_size)
+
+
+def test_every_variant_is_registered():
+    assert {"nin_d2l", "nin_cifar", "nin_micro", "nin_imagenet", "nin_fast"} <= set(MODELS)
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("num_classes", [10, 42])
+def test_output_shape_and_finite(name, num_classes):
+    torch.manual_seed(0)
+    model = ninlab.create_model(name, num_classes=num_classes).eval()
+    with torch.no_grad():
+        out = model(_batch(model, 3))
+    assert out.shape == (3, num_classes)
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_every_parameter_gets_a_gradient(name):
+    torch.manual_seed(0)
+    model = ninlab.create_model(name, num_classes=7).train()
+    x = _batch(model)
+    nn.functional.cross_entropy(model(x), torch.tensor([1, 5])).backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None, pname
+        assert torch.isfinite(p.grad).all(), pname
+        assert p.grad.abs().sum() > 0, pname
+
+
+@pytest.mark.parametrize(("name", "in_chans", "num_classes"), list(PARAMS))
+def test_parameter_counts(name, in_chans, num_classes):
+    model = ninlab.create_model(name, in_chans=in_chans, num_classes=num_classes)
+    assert sum(p.numel() for p in model.parameters()) == PARAMS[name, in_chans, num_classes]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_minimum_input_size_is_exact(name):
+    model = ninlab.create_model(name).eval()
+    m = model.min_input_size
+    with torch.no_grad():
+        assert model(torch.zeros(1, model.in_chans, m, m)).shape == (1, model.num_classes)
+        if m > 1:
+            # Without ninlab's check, PyTorch itself fails one pixel below the minimum...
+            with pytest.raises(RuntimeError):
+                model.forward_head(model.features(torch.zeros(1, model.in_chans, m - 1, m - 1)))
+            # ... and with it, the user gets one clear sentence.
+            with pytest.raises(InputSizeError, match=f"too small for {name}: the smallest is"):
+                model(torch.zeros(1, model.in_chans, m - 1, m - 1))
+
+
+def test_d2l_minimum_is_67_and_message_names_it():
+    model = ninlab.create_model("nin_d2l")
+    with pytest.raises(InputSizeError, match=r"input 1x64x64 is too small for nin_d2l: the smallest is 1x67x67"):
+        model(torch.zeros(1, 1, 64, 64))
+
+
+def test_wrong_channel_count_is_a_clear_error():
+    model = ninlab.create_model("nin_cifar")
+    with pytest.raises(InputSizeError, match="expects a batch of 3-channel images"):
+        model(torch.zeros(1, 1, 32, 32))
+    with pytest.raises(InputSizeError, match="4-d batch"):
+        model(torch.zeros(3, 32, 32))
+
+
+def test_cifar_pools_follow_caffe_ceil_mode():
+    model = ninlab.create_model("nin_cifar")
+    sizes = []
+    x = torch.zeros(1, 3, 32, 32)
+    for layer in model.features:
+        x = layer(x)
+        if isinstance(layer, nn.MaxPool2d | nn.AvgPool2d):
+            sizes.append(x.shape[-1])
+    assert sizes == [16, 8]
+
+
+def test_final_act_off_removes_only_the_last_relu():
+    with_act = ninlab.create_model("nin_d2l")
+    without = ninlab.create_model("nin_d2l", final_act=False)
+    relus = [sum(isinstance(m, nn.ReLU) for m in model.modules()) for model in (with_act, without)]
+    assert relus == [12, 11]
+    assert not isinstance(list(without.features[-1])[-1], nn.ReLU)
+
+
+def test_norm_layer_and_drop_rate_are_injected():
+    model = ninlab.create_model("nin_cifar", norm_layer="batchnorm", drop_rate=0.25)
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) == 9
+    assert {m.p for m in model.modules() if isinstance(m, nn.Dropout)} == {0.25}
+    # Convolutions followed by a norm carry no bias: the norm's shift replaces it.
+    assert all(m.bias is None for m in model.modules() if isinstance(m, nn.Conv2d))
+
+
+def test_seeded_forward_is_reproducible():
+    outs = []
+    for _ in range(2):
+        torch.manual_seed(3)
+        model = ninlab.create_model("nin_fast").eval()
+        outs.append(model(torch.ones(2, 1, 28, 28)))
+    torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=0)
+
+
+def test_global_average_pool_is_deterministic_mean():
+    x = torch.randn(2, 3, 5, 7)
+    torch.testing.assert_close(ninlab.layers.GlobalAvgPool(flatten=True)(x), nn.AdaptiveAvgPool2d(1)(x).flatten(1))

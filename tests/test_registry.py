@@ -1,0 +1,37 @@
+"""The strict model registry."""
+
+import pytest
+from torch import nn
+
+import ninlab
+from ninlab.errors import ConfigError
+from ninlab.registry import register_model
+
+
+def test_list_models_pattern():
+    assert ninlab.list_models("nin_c*") == ["nin_cifar"]
+    assert ninlab.list_models() == sorted(ninlab.list_models())
+
+
+def test_unknown_name_lists_known_names():
+    with pytest.raises(ConfigError, match=r"unknown model 'resnet50'; known models: nin_cifar, nin_d2l"):
+        ninlab.create_model("resnet50")
+
+
+def test_duplicate_registration_raises():
+    def nin_d2l():
+        return nn.Identity()
+
+    with pytest.raises(ConfigError, match="already registered"):
+        register_model(nin_d2l)
+
+
+def test_unknown_option_is_named():
+    with pytest.raises(ConfigError, match="takes no option widths"):
+        ninlab.create_model("nin_d2l", widths=(1, 2, 3))
+
+
+@pytest.mark.parametrize("kwargs", [{"num_classes": 0}, {"drop_rate": 1.5}, {"norm_layer": "layernorm"}])
+def test_bad_values_are_config_errors(kwargs):
+    with pytest.raises(ConfigError):
+        ninlab.create_model("nin_cifar", **kwargs)
