@@ -1,0 +1,1 @@
+"""Benchmarks: training throughput of ninlab against a seed-style pipeline and a bare loop, FLOP rates, inference."""

@@ -1,0 +1,49 @@
+"""What a result was measured on: library versions and the machine, for run summaries and benchmark reports."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from importlib import metadata
+
+import torch
+
+__all__ = ["machine_info", "versions"]
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python and of the libraries that decide speed and numerics."""
+    found = {"python": platform.python_version()}
+    for package in ("ninlab", "torch", "lightning", "torchmetrics", "numpy", "onnxruntime"):
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            found[package] = "not installed"
+    return found
+
+
+def _cpu_model() -> str:
+    # platform.processor() is empty on most Linux systems; /proc/cpuinfo names the CPU.
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info() -> dict[str, object]:
+    """The machine: OS, CPU model, cores usable by this process, torch threads, and the GPU if there is one."""
+    info: dict[str, object] = {
+        "platform": platform.platform(),
+        "cpu": _cpu_model(),
+        "cpu_count": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python_executable": sys.executable,
+    }
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info

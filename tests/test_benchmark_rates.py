@@ -1,0 +1,29 @@
+"""Benchmark yardsticks: FLOP counts agree with the summary's MACs, and the sgemm rate is a plausible number."""
+
+import ninlab
+from ninlab.benchmark.rates import median_rate, sgemm_flops_per_s, training_flops_per_image
+from ninlab.environment import machine_info, versions
+from ninlab.summary import summarize
+
+
+def test_training_flops_are_about_three_forward_passes():
+    model = ninlab.create_model("nin_fast", widths=(8, 16, 32))
+    forward = 2 * summarize(model).macs
+    train = training_flops_per_image(model, (1, 28, 28), batch_size=4)
+    # Backward costs two forwards (input and weight gradients), less the first conv's unneeded input gradient.
+    assert 2.5 * forward < train <= 3 * forward
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_sgemm_rate_is_measured():
+    rate = sgemm_flops_per_s(size=256, repeats=3)
+    assert 1e8 < rate < 1e14
+
+
+def test_median_rate():
+    assert median_rate(10.0, [1.0, 2.0, 5.0]) == 5.0
+
+
+def test_environment_report():
+    assert {"python", "torch", "lightning", "ninlab"} <= set(versions())
+    assert machine_info()["cpu_count"] >= 1
