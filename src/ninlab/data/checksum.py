@@ -14,7 +14,7 @@ from pathlib import Path
 from ninlab.data.imageset import ImageSet
 from ninlab.errors import DataError
 
-__all__ = ["enforcer", "md5_bytes", "md5_file"]
+__all__ = ["enforcer", "is_strict", "md5_bytes", "md5_file"]
 
 
 def md5_bytes(data: bytes) -> str:
@@ -28,9 +28,14 @@ def md5_file(path: Path) -> str:
         return hashlib.file_digest(file, "md5").hexdigest()
 
 
+def is_strict(verify: bool | None, origin: str) -> bool:
+    """Whether a checksum mismatch is an error for files from ``origin`` (``"root"``, ``"cache"``, ``"system"``)."""
+    return verify if verify is not None else origin != "root"
+
+
 def enforcer(verify: bool | None, origin: str):
     """A check for :func:`ninlab.data.cache.load_or_build` that raises on a mismatch when the policy says so."""
-    strict = verify if verify is not None else origin != "root"
+    strict = is_strict(verify, origin)
 
     def accept(imageset: ImageSet) -> None:
         if strict and imageset.checksum == "mismatch":
