@@ -61,7 +61,7 @@ def test_bad_gzip_raises(tmp_path, write_mnist, isolated_cache):
     write_mnist(tmp_path)
     path = tmp_path / "train-images-idx3-ubyte.gz"
     path.write_bytes(path.read_bytes()[:100])
-    with pytest.raises(DataError, match="train-images-idx3-ubyte.gz"):
+    with pytest.raises(DataError, match=r"train-images-idx3-ubyte\.gz"):
         load_dataset("mnist", "train", root=tmp_path)
     assert cache_files(isolated_cache) == []
 
