@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import os
 import struct
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -64,16 +61,3 @@ def write_mnist():
         return images, labels
 
     return write
-
-
-@pytest.fixture
-def cli_main(monkeypatch):
-    """``ninlab.cli.main``, runnable on a branch where the models' ``summary`` command is not present yet."""
-    if importlib.util.find_spec("ninlab.summary") is None:
-        stub = types.ModuleType("ninlab.summary")
-        stub.add_arguments = lambda parser: None
-        stub.run = lambda args: 0
-        monkeypatch.setitem(sys.modules, "ninlab.summary", stub)
-    from ninlab.cli import main
-
-    return main

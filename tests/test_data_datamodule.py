@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from ninlab.cli import main
 from ninlab.data import ImageDataModule
 
 
@@ -95,8 +96,8 @@ def test_half_normalisation_and_predict(tmp_path):
     assert dm.predict_files[index[0]].name == "x.png"
 
 
-def test_datasets_command(cli_main, capsys, real_data_dir):
-    assert cli_main(["datasets", "--root", str(real_data_dir)]) == 0
+def test_datasets_command(capsys, real_data_dir):
+    assert main(["datasets", "--root", str(real_data_dir)]) == 0
     out = capsys.readouterr().out
     rows = {line.split()[0]: line for line in out.splitlines() if line.strip()}
     assert "60,000" in rows["fashion-mnist"] and "10,000" in rows["mnist"] and "verified" in rows["mnist"]
