@@ -55,6 +55,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ninlab: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # Output piped into a reader that stopped early (`ninlab datasets | head`): not an error of ninlab's.
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":
