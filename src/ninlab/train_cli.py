@@ -1,0 +1,143 @@
+"""``ninlab fit|validate|test|predict``: LightningCLI over :class:`NiNClassifier` and ninlab's image datamodule.
+
+Everything LightningCLI offers works (``-c recipe.yaml``, ``--print_config``, every ``--trainer.*`` flag); ninlab
+adds:
+
+* a default recipe: without ``-c/--config`` the packaged ``fast_fashion_mnist.yaml`` is used;
+* one directory per run, ``<trainer.default_root_dir>/<name>/<timestamp>/`` (``default_root_dir`` is ``runs`` by
+  default, ``name`` comes from the recipe), holding checkpoints (best by ``val/acc`` and ``last.ckpt``), CSV and
+  TensorBoard logs, the resolved ``config.yaml``, ``summary.json``, ``curves.png`` and ``confusion_matrix.png``;
+* ``--ckpt_path last`` resumes from the newest ``last.ckpt`` among the runs of the same name (into a new run dir);
+* after ``fit``, the best checkpoint is tested on the test split and the test accuracy printed;
+* guards that stop dead or diverged runs with advice, and images/s in the progress bar.
+
+Errors in arguments or configs become :class:`ConfigError` (one line) instead of argparse's usage dump.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+
+from jsonargparse import ArgumentError, Namespace
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from ninlab.callbacks import DeadClassMapGuard, NonFiniteLossGuard, RunReport, ThroughputMeter
+from ninlab.data import ImageDataModule
+from ninlab.errors import ConfigError
+from ninlab.system import NiNClassifier
+
+__all__ = ["DEFAULT_RECIPE", "SUBCOMMANDS", "NinlabCLI", "find_last_checkpoint", "recipe_path", "run"]
+
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
+DEFAULT_RECIPE = "fast_fashion_mnist"
+_DEFAULT_ROOT = "runs"
+
+
+def recipe_path(name: str) -> Path:
+    """Path of a recipe shipped with ninlab (``configs/<name>.yaml`` inside the package)."""
+    path = Path(str(resources.files("ninlab") / "configs" / f"{name}.yaml"))
+    if not path.is_file():
+        known = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise ConfigError(f"no recipe {name!r}; ninlab ships: {', '.join(known)}")
+    return path
+
+
+def find_last_checkpoint(root: str | Path, name: str) -> Path:
+    """The newest ``<root>/<name>/<run>/checkpoints/last.ckpt``; :class:`ConfigError` if there is none."""
+    candidates = sorted(Path(root, name).glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not candidates:
+        raise ConfigError(f"--ckpt_path last: no {Path(root, name, '*', 'checkpoints', 'last.ckpt')} to resume from; "
+                          "pass the path of a checkpoint instead")  # fmt: skip
+    return candidates[-1]
+
+
+def _new_run_dir(root: str | Path, name: str) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for attempt in range(1000):  # two runs started in the same second get -1, -2...
+        path = Path(root, name, stamp if attempt == 0 else f"{stamp}-{attempt}")
+        try:
+            path.mkdir(parents=True)
+            return path
+        except FileExistsError:
+            continue
+    raise ConfigError(f"cannot create a new run directory under {Path(root, name)}")
+
+
+def _logger_config(run_dir: Path) -> list[Namespace]:
+    # The CSV logger comes first: its log_dir (= run_dir) becomes trainer.log_dir, where the config, checkpoints
+    # and the run record go.
+    csv = Namespace(class_path="lightning.pytorch.loggers.CSVLogger",
+                    init_args=Namespace(save_dir=str(run_dir), name="", version=""))  # fmt: skip
+    tensorboard = Namespace(class_path="lightning.pytorch.loggers.TensorBoardLogger",
+                            init_args=Namespace(save_dir=str(run_dir), name="tensorboard", version=""))  # fmt: skip
+    return [csv, tensorboard]
+
+
+class NinlabCLI(LightningCLI):
+    """LightningCLI with ninlab's run directories, data-to-model links, resume and test-after-fit."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """Add ``--name`` and link the data's classes, channels, size and normalisation into the model."""
+        parser.add_argument("--name", type=str, default="ninlab", help="run name: runs go to "
+                            "<trainer.default_root_dir>/<name>/<timestamp>")  # fmt: skip
+        for source, target in (("num_classes", "num_classes"), ("in_chans", "in_chans"), ("classes", "class_names"),
+                               ("input_size", "input_size"), ("mean", "mean"), ("std", "std")):  # fmt: skip
+            parser.link_arguments(f"data.{source}", f"model.{target}", apply_on="instantiate")
+
+    def before_instantiate_classes(self) -> None:
+        """Create the run directory, point the loggers at it and resolve ``--ckpt_path last``."""
+        config = self.config[self.subcommand]
+        root = config.trainer.default_root_dir or _DEFAULT_ROOT
+        if config.get("ckpt_path") == "last":
+            config.ckpt_path = str(find_last_checkpoint(root, config.name))
+        run_dir = _new_run_dir(root, config.name)
+        config.trainer.default_root_dir = str(run_dir)
+        if config.trainer.logger in (None, True):
+            config.trainer.logger = _logger_config(run_dir)
+
+    def after_fit(self) -> None:
+        """Test the best checkpoint (the last weights under ``fast_dev_run``) and print the test accuracy."""
+        trainer = self.trainer
+        if trainer.interrupted:
+            return
+        checkpoint = trainer.checkpoint_callback
+        ckpt_path = "best" if checkpoint is not None and getattr(checkpoint, "best_model_path", "") else None
+        results = trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path, verbose=False)
+        accuracy = results[0]["test/acc"] if results else float("nan")
+        print(f"test accuracy {accuracy:.4f} ({trainer.ckpt_path or 'last weights'}); run: {RunReport.run_dir(trainer)}")
+
+
+def _callbacks() -> list:
+    # Persistent callbacks (not configurable away): a fresh set per run, so runs in one process never share state.
+    checkpoint = ModelCheckpoint(monitor="val/acc", mode="max", save_top_k=1, save_last=True,
+                                 filename="epoch{epoch:02d}-val_acc{val/acc:.4f}", auto_insert_metric_name=False)  # fmt: skip
+    return [checkpoint, LearningRateMonitor(), ThroughputMeter(), RunReport(), DeadClassMapGuard(), NonFiniteLossGuard()]
+
+
+def _with_default_recipe(argv: list[str]) -> list[str]:
+    if any(arg in ("-c", "--config") or arg.startswith("--config=") for arg in argv[1:]):
+        return argv
+    return [argv[0], "--config", str(recipe_path(DEFAULT_RECIPE)), *argv[1:]]
+
+
+def run(argv: Sequence[str]) -> int:
+    """Run ``ninlab fit|validate|test|predict ...`` (``argv[0]`` is the subcommand) and return the exit code.
+
+    Raises:
+        ConfigError: An unknown option, a malformed config or a value the model or data rejects.
+    """
+    argv = _with_default_recipe(list(argv))
+    parser_kwargs = {"exit_on_error": False, **{name: {"exit_on_error": False} for name in SUBCOMMANDS}}
+    try:
+        NinlabCLI(NiNClassifier, ImageDataModule, args=argv, parser_kwargs=parser_kwargs,
+                  trainer_defaults={"callbacks": _callbacks()}, save_config_kwargs={"overwrite": True},
+                  auto_configure_optimizers=False)  # fmt: skip
+    except ArgumentError as error:
+        raise ConfigError(" ".join(str(error).split())) from error
+    except SystemExit as exit_:  # --help and --print_config exit through argparse
+        return exit_.code if isinstance(exit_.code, int) else 0
+    return 0
