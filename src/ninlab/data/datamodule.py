@@ -1,0 +1,242 @@
+"""``ImageDataModule``: any ninlab dataset as a Lightning data module, held in memory as uint8."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from ninlab.data import transforms
+from ninlab.data.catalog import dataset_info, load_dataset
+from ninlab.data.folder import load_images
+from ninlab.data.imageset import ImageSet
+from ninlab.data.sampler import IndexBatches, ShardedBatchSampler
+from ninlab.errors import ConfigError
+
+__all__ = ["ImageDataModule"]
+
+_HALF = (0.5, 0.5)
+
+
+class ImageDataModule(L.LightningDataModule):
+    """Train/val/test/predict batches of one dataset, augmented and normalised on the training device.
+
+    The splits live in memory as uint8 tensors; each batch is a single slice (no per-sample Python, no collate).
+    ``on_after_batch_transfer`` then, on the device: crops and flips (training only), converts to float in [0, 1],
+    resizes to ``image_size``, normalises and switches to channels-last. Batches reaching the model are
+    ``(images, labels)``: float32 ``B x C x H x W`` and int64 ``B`` (for predict, ``labels`` are indices into
+    :attr:`predict_files`).
+
+    Under DDP every process reads a disjoint shard of the training set (see :class:`ShardedBatchSampler`).
+
+    Args:
+        dataset: Dataset name: fashion-mnist, mnist, cifar10, cifar100, digits or folder.
+        root: Directory holding the dataset files (required for ``folder``); ``None`` searches the cache dir and
+            system dirs.
+        download: Download from the official URL when the files are not found.
+        batch_size: Images per batch (per process).
+        val_size: Images held out of the training split for validation, chosen with ``seed``; 0 = no validation.
+        seed: Seed of the train/val split, the shuffling and the augmentation.
+        image_size: Side the images are resized to (bilinear) before the model, e.g. 224 for nin_d2l; ``None`` keeps
+            the dataset's size.
+        augment: Random crop (with ``crop_padding``) and horizontal flip (``hflip``) on training batches.
+        crop_padding: Zero padding on each side before the random crop, in dataset pixels; 0 = no crop.
+        hflip: Random horizontal flips; ``None`` = on for datasets where mirroring keeps the class (Fashion-MNIST,
+            CIFAR, folders), off for digits (MNIST, digits).
+        normalize: ``"dataset"``: per-channel mean/std of the training split; ``"half"``: mean 0.5, std 0.5 (inputs in
+            [-1, 1]); ``"none"``: inputs in [0, 1].
+        channels_last: Return batches in channels-last memory format (faster convolutions on GPUs).
+        limit_train: Use only this many training images (quick runs and tests); ``None`` = all.
+        folder_image_size: ``folder`` only: size the images are stored at (default: their most common size).
+        channels: ``folder`` only: 1 or 3 channels (default: the most common).
+        predict_root: Image file or folder to predict on (``trainer.predict``).
+        num_workers: DataLoader worker processes; 0 is fastest here since a batch is one in-memory slice.
+        verify: Checksum policy (see :func:`ninlab.data.load_dataset`); ``None`` = the default policy.
+    """
+
+    def __init__(
+        self,
+        dataset: str = "fashion-mnist",
+        root: str | None = None,
+        download: bool = False,
+        batch_size: int = 128,
+        val_size: int = 5000,
+        seed: int = 0,
+        image_size: int | None = None,
+        augment: bool = True,
+        crop_padding: int = 2,
+        hflip: bool | None = None,
+        normalize: Literal["dataset", "half", "none"] = "dataset",
+        channels_last: bool = True,
+        limit_train: int | None = None,
+        folder_image_size: int | None = None,
+        channels: int | None = None,
+        predict_root: str | None = None,
+        num_workers: int = 0,
+        verify: bool | None = None,
+    ) -> None:
+        super().__init__()
+        info = dataset_info(dataset)
+        for name, value, low in (("batch_size", batch_size, 1), ("val_size", val_size, 0),
+                                 ("crop_padding", crop_padding, 0), ("num_workers", num_workers, 0),
+                                 ("image_size", image_size, 1), ("limit_train", limit_train, 1)):
+            if value is not None and value < low:
+                raise ConfigError(f"{name} must be >= {low}, found {value}; pass a value of at least {low}")
+        if normalize not in ("dataset", "half", "none"):
+            raise ConfigError(f"normalize must be 'dataset', 'half' or 'none', found {normalize!r}")
+        if dataset != "folder" and (folder_image_size is not None or channels is not None):
+            raise ConfigError(f"folder_image_size/channels apply to dataset=folder, not {dataset}; use image_size")
+        self.save_hyperparameters()
+        self.dataset, self.root, self.download, self.verify = dataset, root, download, verify
+        self.batch_size, self.val_size, self.seed, self.num_workers = batch_size, val_size, seed, num_workers
+        self.image_size, self.augment, self.crop_padding = image_size, augment, crop_padding
+        self.hflip = info.hflip if hflip is None else hflip
+        self.normalize, self.channels_last, self.limit_train = normalize, channels_last, limit_train
+        self.folder_image_size, self.channels, self.predict_root = folder_image_size, channels, predict_root
+        self.predict_files: list[Path] = []
+        self._splits: dict[str, IndexBatches | None] = {}
+        self._generator: torch.Generator | None = None
+        self._generator_key: tuple | None = None
+
+    # --- what the model needs at build time (loads the training split, from the cache after the first time) ---
+
+    @property
+    def classes(self) -> list[str]:
+        """Class names, in label order."""
+        return self._train_set.classes
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes (the model's output width)."""
+        return self._train_set.num_classes
+
+    @property
+    def in_chans(self) -> int:
+        """Channels of the batches (1 for grey, 3 for colour)."""
+        return self._train_set.in_chans
+
+    @property
+    def input_size(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of the batches the model receives, after resizing."""
+        _, channels, height, width = self._train_set.images.shape
+        return (channels, self.image_size or height, self.image_size or width)
+
+    @cached_property
+    def mean_std(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-channel mean and std used to normalise (from the whole training split for ``normalize="dataset"``)."""
+        if self.normalize == "dataset":
+            return transforms.channel_stats(self._train_set.images)
+        mean, std = _HALF if self.normalize == "half" else (0.0, 1.0)
+        return torch.full((self.in_chans,), mean), torch.full((self.in_chans,), std)
+
+    @cached_property
+    def _train_set(self) -> ImageSet:
+        return self._load("train")
+
+    def _load(self, split: str) -> ImageSet:
+        return load_dataset(self.dataset, split, self.root, self.download, verify=self.verify,
+                            image_size=self.folder_image_size, channels=self.channels)
+
+    # --- Lightning hooks ---
+
+    def prepare_data(self) -> None:
+        """Locate (and with ``download=True`` fetch) and decode both splits once per node, filling the cache."""
+        for split in ("train", "test"):
+            if self.dataset != "folder" or split == "train":
+                self._load(split)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build the splits this ``stage`` needs: ``fit``/``validate`` train+val, ``test`` test, ``predict`` images."""
+        if stage in (None, "fit", "validate") and "train" not in self._splits:
+            self._split_train()
+        if stage in (None, "test") and "test" not in self._splits:
+            test = self._load("test")
+            self._splits["test"] = IndexBatches(test.images, test.labels)
+        if stage == "predict" and "predict" not in self._splits:
+            if self.predict_root is None:
+                raise ConfigError("predict needs images: pass --data.predict_root FILE_OR_DIR")
+            channels, height, width = self._train_set.images.shape[1:]
+            images, self.predict_files = load_images([self.predict_root], (height, width), channels)
+            self._splits["predict"] = IndexBatches(images, torch.arange(len(images)))
+
+    def _split_train(self) -> None:
+        full = self._train_set
+        if self.val_size >= len(full):
+            raise ConfigError(f"val_size must be below the {len(full)} training images of {self.dataset}, found "
+                              f"{self.val_size}; lower --data.val_size")
+        order = torch.randperm(len(full), generator=torch.Generator().manual_seed(self.seed))
+        val, train = order[: self.val_size], order[self.val_size :]
+        if self.limit_train is not None:
+            train = train[: self.limit_train]
+        # Sorted so each subset is a plain gather in file order; shuffling is the sampler's job.
+        train, val = train.sort().values, val.sort().values
+        self._splits["train"] = IndexBatches(full.images[train], full.labels[train])
+        self._splits["val"] = IndexBatches(full.images[val], full.labels[val]) if self.val_size else None
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled training batches (this process's shard)."""
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        """Validation batches; an empty list when ``val_size=0``, which Lightning treats as no validation."""
+        return self._loader("val", shuffle=False) if self._splits.get("val") is not None else []
+
+    def test_dataloader(self) -> DataLoader:
+        """Batches of the official test split."""
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        """Batches of the images under ``predict_root``; labels are indices into :attr:`predict_files`."""
+        return self._loader("predict", shuffle=False)
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        if split not in self._splits:
+            raise ConfigError(f"the {split} split is not set up; call setup() with the matching stage first")
+        data = self._splits[split]
+        rank, world_size = self._rank_world()
+        sampler = ShardedBatchSampler(data, self.batch_size, shuffle, self.seed, rank, world_size)
+        return DataLoader(data, batch_size=None, sampler=sampler, num_workers=self.num_workers)
+
+    def _rank_world(self) -> tuple[int, int]:
+        return (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
+
+    def on_after_batch_transfer(self, batch: tuple[torch.Tensor, torch.Tensor], dataloader_idx: int):
+        """Augment (training only), scale, resize, normalise and lay out the batch, on the device it is on."""
+        images, labels = batch
+        if self.augment and self.trainer is not None and self.trainer.training:
+            images = self.augment_batch(images)
+        return self.prepare_batch(images), labels
+
+    def augment_batch(self, images: torch.Tensor) -> torch.Tensor:
+        """Random crop and (if enabled) flip of a uint8 batch; shape and dtype are kept.
+
+        The random stream is seeded from ``(seed, epoch, rank)``, so a run is reproducible and processes differ.
+        """
+        generator = self._augment_generator(images.device)
+        images = transforms.random_crop(images, self.crop_padding, generator)
+        if self.hflip:
+            images = transforms.random_hflip(images, generator)
+        return images
+
+    def prepare_batch(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 ``B x C x H x W`` -> float32 in [0, 1], resized to ``image_size``, normalised, channels-last."""
+        batch = images.float().div_(255)
+        if self.image_size is not None:
+            batch = transforms.resize(batch, (self.image_size, self.image_size))
+        batch = transforms.normalize(batch, *self.mean_std)
+        return batch.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
+
+    def _augment_generator(self, device: torch.device) -> torch.Generator:
+        epoch = self.trainer.current_epoch if self.trainer is not None else 0
+        rank, _ = self._rank_world()
+        key = (str(device), epoch, rank)
+        if self._generator_key != key:
+            seed = int(np.random.SeedSequence([self.seed, epoch, rank]).generate_state(1)[0])
+            self._generator = torch.Generator(device=device).manual_seed(seed)
+            self._generator_key = key
+        return self._generator

@@ -1,0 +1,54 @@
+"""Downloading a dataset file: streamed with a progress bar, md5-checked, and written atomically."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import urllib.error
+from pathlib import Path
+from urllib.request import urlopen
+
+from tqdm import tqdm
+
+from ninlab.errors import DataError
+
+__all__ = ["download_file"]
+
+_CHUNK = 1 << 20
+
+
+def download_file(url: str, dest: Path, md5: str) -> Path:
+    """Download ``url`` to ``dest`` and return ``dest``.
+
+    The bytes go to a temporary file next to ``dest`` and are moved into place with :func:`os.replace` only once
+    their md5 matches, so ``dest`` is either absent or complete and verified. The temporary file is removed on any
+    failure, ``KeyboardInterrupt`` included.
+
+    Raises:
+        DataError: the download failed or its md5 is not ``md5``.
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    tmp = Path(tmp_name)
+    try:
+        digest = hashlib.md5()
+        with os.fdopen(fd, "wb") as out, urlopen(url, timeout=60) as response:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=None) as bar:
+                while chunk := response.read(_CHUNK):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    bar.update(len(chunk))
+        if digest.hexdigest() != md5:
+            raise DataError(f"{url}: expected md5 {md5}, downloaded a file with md5 {digest.hexdigest()}; "
+                            f"the server sent something else, retry later or fetch {dest.name} by hand")
+        os.replace(tmp, dest)
+    except (OSError, urllib.error.URLError) as error:
+        tmp.unlink(missing_ok=True)
+        raise DataError(f"{url}: expected to download {dest.name}, failed with {error}; check the network, "
+                        f"or put the file in {dest.parent} yourself") from error
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return dest
