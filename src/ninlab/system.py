@@ -154,7 +154,7 @@ class NiNClassifier(LightningModule):
         metrics = self.metrics[f"{split}_"]
         metrics.update(logits, y)
         self.log(f"{split}/loss", loss, on_step=False, on_epoch=True, sync_dist=split != "train")
-        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=split != "test")
+        self.log_dict(metrics, on_step=False, on_epoch=True)
         if split == "train":
             self.log("loss", loss, prog_bar=True, logger=False)  # running loss in the progress bar only
         return {"loss": loss, "logits": logits.detach()}

@@ -77,6 +77,14 @@ def _logger_config(run_dir: Path) -> list[Namespace]:
     return [csv, tensorboard]
 
 
+def _first_as_list(pair: tuple) -> list[float]:
+    return [float(v) for v in pair[0]]
+
+
+def _second_as_list(pair: tuple) -> list[float]:
+    return [float(v) for v in pair[1]]
+
+
 class NinlabCLI(LightningCLI):
     """LightningCLI with ninlab's run directories, data-to-model links, resume and test-after-fit."""
 
@@ -85,8 +93,11 @@ class NinlabCLI(LightningCLI):
         parser.add_argument("--name", type=str, default="ninlab", help="run name: runs go to "
                             "<trainer.default_root_dir>/<name>/<timestamp>")  # fmt: skip
         for source, target in (("num_classes", "num_classes"), ("in_chans", "in_chans"), ("classes", "class_names"),
-                               ("input_size", "input_size"), ("mean", "mean"), ("std", "std")):  # fmt: skip
+                               ("input_size", "input_size")):  # fmt: skip
             parser.link_arguments(f"data.{source}", f"model.{target}", apply_on="instantiate")
+        # Stored in the checkpoint so prediction and export normalise images exactly as training did.
+        parser.link_arguments("data.mean_std", "model.mean", compute_fn=_first_as_list, apply_on="instantiate")
+        parser.link_arguments("data.mean_std", "model.std", compute_fn=_second_as_list, apply_on="instantiate")
 
     def before_instantiate_classes(self) -> None:
         """Create the run directory, point the loggers at it and resolve ``--ckpt_path last``."""
