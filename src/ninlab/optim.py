@@ -19,6 +19,8 @@ __all__ = ["OPTIMIZERS", "SCHEDULES", "build_optimizer", "build_scheduler", "che
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
+_ONECYCLE_START = 1 / 25  # OneCycleLR's default div_factor
+_ONECYCLE_WARMUP = 0.3  # OneCycleLR's default pct_start
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -58,16 +60,18 @@ def lr_factor(
     gamma: float = 0.1,
     min_factor: float = 0.0,
 ) -> float:
-    """Multiplier of the base learning rate at optimiser step ``step`` (0-based) for constant, step and cosine.
+    """Multiplier of the base learning rate at optimiser step ``step`` (0-based).
 
-    A linear warmup from ``1 / (warmup_steps + 1)`` to 1 runs first. ``step`` multiplies by ``gamma`` at each of
-    ``milestones`` (optimiser steps); ``cosine`` anneals from 1 to ``min_factor`` over the steps after the warmup.
+    A linear warmup runs first, from ``1 / (warmup_steps + 1)`` (``onecycle``: from 1/25, as in OneCycleLR) to 1.
+    Then ``step`` multiplies by ``gamma`` at each of ``milestones`` (optimiser steps); ``cosine`` and ``onecycle``
+    anneal along a half cosine to ``min_factor`` at ``total_steps``; ``constant`` stays at 1.
     """
     if step < warmup_steps:
-        return (step + 1) / (warmup_steps + 1)
+        start = _ONECYCLE_START if schedule == "onecycle" else 1 / (warmup_steps + 1)
+        return start + (1 - start) * step / warmup_steps
     if schedule == "step":
         return gamma ** sum(step >= m for m in milestones)
-    if schedule == "cosine":
+    if schedule in ("cosine", "onecycle"):
         progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
         return min_factor + (1 - min_factor) * 0.5 * (1 + math.cos(math.pi * progress))
     return 1.0
@@ -83,19 +87,16 @@ def build_scheduler(
     step_epochs: Sequence[int] = (),
     gamma: float = 0.1,
     min_lr_ratio: float = 0.0,
-) -> torch.optim.lr_scheduler.LRScheduler | None:
-    """Build a per-step scheduler for ``schedule``, or None for a constant lr without warmup.
+) -> torch.optim.lr_scheduler.LambdaLR | None:
+    """A per-step LambdaLR of :func:`lr_factor` for ``schedule``, or None for a constant lr without warmup.
 
-    ``onecycle`` is PyTorch's OneCycleLR (lr and, for SGD/Adam, momentum cycled in opposition) with its rising phase
-    lasting ``warmup_epochs`` (30% of the run when 0); the others are :func:`lr_factor` under a LambdaLR.
+    ``onecycle`` is the lr side of Smith's one-cycle policy: a rise from lr/25 over ``warmup_epochs`` (30% of the
+    run when 0), then a cosine anneal. Being a pure function of the step, every schedule resumes exactly from a
+    checkpoint (its state is the step count) and stretches to a longer run when ``max_epochs`` grows on resume.
     """
     warmup_steps = round(warmup_epochs * steps_per_epoch)
-    if schedule == "onecycle":
-        pct_start = warmup_steps / total_steps if warmup_steps else 0.3
-        max_lr = [group["lr"] for group in optimizer.param_groups]
-        return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=max_lr, total_steps=max(total_steps, 2), pct_start=min(pct_start, 0.99)
-        )
+    if schedule == "onecycle" and warmup_steps == 0:
+        warmup_steps = round(_ONECYCLE_WARMUP * total_steps)
     if schedule == "constant" and warmup_steps == 0:
         return None
     milestones = [round(epoch * steps_per_epoch) for epoch in step_epochs]

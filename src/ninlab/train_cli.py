@@ -21,9 +21,11 @@ from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
-from jsonargparse import ArgumentError, Namespace
+from jsonargparse import ArgumentError
+from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from ninlab.callbacks import DeadClassMapGuard, NonFiniteLossGuard, RunReport, ThroughputMeter
 from ninlab.data import ImageDataModule
@@ -67,14 +69,10 @@ def _new_run_dir(root: str | Path, name: str) -> Path:
     raise ConfigError(f"cannot create a new run directory under {Path(root, name)}")
 
 
-def _logger_config(run_dir: Path) -> list[Namespace]:
+def _loggers(run_dir: Path) -> list:
     # The CSV logger comes first: its log_dir (= run_dir) becomes trainer.log_dir, where the config, checkpoints
     # and the run record go.
-    csv = Namespace(class_path="lightning.pytorch.loggers.CSVLogger",
-                    init_args=Namespace(save_dir=str(run_dir), name="", version=""))  # fmt: skip
-    tensorboard = Namespace(class_path="lightning.pytorch.loggers.TensorBoardLogger",
-                            init_args=Namespace(save_dir=str(run_dir), name="tensorboard", version=""))  # fmt: skip
-    return [csv, tensorboard]
+    return [CSVLogger(run_dir, name="", version=""), TensorBoardLogger(run_dir, name="tensorboard", version="")]
 
 
 def _first_as_list(pair: tuple) -> list[float]:
@@ -95,20 +93,30 @@ class NinlabCLI(LightningCLI):
         for source, target in (("num_classes", "num_classes"), ("in_chans", "in_chans"), ("classes", "class_names"),
                                ("input_size", "input_size")):  # fmt: skip
             parser.link_arguments(f"data.{source}", f"model.{target}", apply_on="instantiate")
+        # One memory layout for weights and batches (Lightning also refuses differing hparams of the same name).
+        parser.link_arguments("data.channels_last", "model.channels_last")
         # Stored in the checkpoint so prediction and export normalise images exactly as training did.
         parser.link_arguments("data.mean_std", "model.mean", compute_fn=_first_as_list, apply_on="instantiate")
         parser.link_arguments("data.mean_std", "model.std", compute_fn=_second_as_list, apply_on="instantiate")
 
     def before_instantiate_classes(self) -> None:
-        """Create the run directory, point the loggers at it and resolve ``--ckpt_path last``."""
+        """Resolve ``--ckpt_path last`` and create this run's directory."""
         config = self.config[self.subcommand]
         root = config.trainer.default_root_dir or _DEFAULT_ROOT
         if config.get("ckpt_path") == "last":
             config.ckpt_path = str(find_last_checkpoint(root, config.name))
-        run_dir = _new_run_dir(root, config.name)
-        config.trainer.default_root_dir = str(run_dir)
-        if config.trainer.logger in (None, True):
-            config.trainer.logger = _logger_config(run_dir)
+        self.run_dir = _new_run_dir(root, config.name)
+
+    def instantiate_trainer(self, **kwargs) -> Trainer:
+        """The trainer, writing into the run directory with CSV and TensorBoard loggers unless others are configured.
+
+        The run directory and loggers are passed here rather than written into the config, so the ``config.yaml``
+        saved in a run stays reusable (``ninlab test -c runs/.../config.yaml`` makes a new run, not a nested one).
+        """
+        kwargs.setdefault("default_root_dir", str(self.run_dir))
+        if self.config[self.subcommand].trainer.logger in (None, True):
+            kwargs.setdefault("logger", _loggers(self.run_dir))
+        return super().instantiate_trainer(**kwargs)
 
     def after_fit(self) -> None:
         """Test the best checkpoint (the last weights under ``fast_dev_run``) and print the test accuracy."""
@@ -146,7 +154,7 @@ def run(argv: Sequence[str]) -> int:
     try:
         NinlabCLI(NiNClassifier, ImageDataModule, args=argv, parser_kwargs=parser_kwargs,
                   trainer_defaults={"callbacks": _callbacks()}, save_config_kwargs={"overwrite": True},
-                  auto_configure_optimizers=False)  # fmt: skip
+                  auto_configure_optimizers=False, load_from_checkpoint_support=False)  # fmt: skip
     except ArgumentError as error:
         raise ConfigError(" ".join(str(error).split())) from error
     except SystemExit as exit_:  # --help and --print_config exit through argparse
