@@ -1,5 +1,6 @@
 """Optimiser parameter groups, learning-rate schedules and weight initialisation schemes."""
 
+import itertools
 import math
 
 import pytest
@@ -33,7 +34,7 @@ def test_warmup_then_cosine_reaches_the_floor():
     factors = [lr_factor(s, total_steps=100, schedule="cosine", warmup_steps=10, min_factor=0.1) for s in range(101)]
     assert factors[0] == pytest.approx(1 / 11) and factors[9] == pytest.approx(10 / 11)
     assert factors[10] == pytest.approx(1.0) and factors[100] == pytest.approx(0.1)
-    assert all(a >= b for a, b in zip(factors[10:], factors[11:], strict=False))
+    assert all(a >= b for a, b in itertools.pairwise(factors[10:]))
 
 
 def test_step_schedule_divides_at_each_milestone():

@@ -101,7 +101,7 @@ def test_non_finite_loss_stops_the_run(tmp_path):
     images = torch.full((8, 1, 28, 28), float("nan"))
     loader = DataLoader(TensorDataset(images, torch.zeros(8, dtype=torch.int64)), batch_size=4)
     trainer = _trainer(tmp_path, max_epochs=1, callbacks=[NonFiniteLossGuard()])
-    with pytest.raises(TrainingError, match="loss is nan.*gradient_clip_val"):
+    with pytest.raises(TrainingError, match=r"loss is nan.*gradient_clip_val"):
         trainer.fit(NiNClassifier(**TINY), loader)
     assert trainer.global_step == 1
 
@@ -120,7 +120,8 @@ def test_resume_restores_epoch_optimizer_and_scheduler(tmp_path):
             optimizer = trainer.optimizers[0]
             seen["epoch"] = trainer.current_epoch
             seen["step"] = trainer.global_step
-            seen["momentum"] = [optimizer.state[p]["momentum_buffer"].clone() for p in optimizer.param_groups[0]["params"]]
+            params = optimizer.param_groups[0]["params"]
+            seen["momentum"] = [optimizer.state[p]["momentum_buffer"].clone() for p in params]
             seen["scheduler"] = trainer.lr_scheduler_configs[0].scheduler.last_epoch
             seen["lr"] = optimizer.param_groups[0]["lr"]
 

@@ -30,7 +30,8 @@ def load_classifier(path: str | Path) -> NiNClassifier:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for truncated, foreign or code-carrying files
         reason = " ".join(str(error).split())[:200]
-        raise CheckpointError(f"{path} cannot be read safely as a checkpoint ({type(error).__name__}: {reason})") from error
+        kind = type(error).__name__
+        raise CheckpointError(f"{path} cannot be read safely as a checkpoint ({kind}: {reason})") from error
     hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
     if not isinstance(hparams, dict) or "model" not in hparams or "state_dict" not in checkpoint:
         raise CheckpointError(f"{path} is not a ninlab training checkpoint (no model hyperparameters or weights)")

@@ -53,9 +53,9 @@ def export_onnx(model: NiNClassifier, output: str | Path, *, opset: int = 18, at
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        batch = torch.export.Dim("batch")
+        dynamic = {"x": {0: torch.export.Dim("batch")}}
         program = torch.onnx.export(model, (example,), dynamo=True, opset_version=opset, input_names=["images"],
-                                    output_names=["logits"], dynamic_shapes={"x": {0: batch}}, verbose=False)  # fmt: skip
+                                    output_names=["logits"], dynamic_shapes=dynamic, verbose=False)  # fmt: skip
         program.save(str(tmp))
         proto = onnx.load(str(tmp))
         metadata = {"class_names": json.dumps(model.class_names), "input_size": json.dumps([c, h, w]),

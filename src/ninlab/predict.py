@@ -27,9 +27,11 @@ Prediction = tuple[Path, list[tuple[str, float]]]
 """A file and its top-k (class name, probability) pairs, most likely first."""
 
 
-def predict_files(model: NiNClassifier, paths: list[str | Path], top_k: int = 3, batch_size: int = 64) -> list[Prediction]:
+def predict_files(
+    model: NiNClassifier, paths: list[str | Path], top_k: int = 3, batch_size: int = 64
+) -> list[Prediction]:
     """Top-``top_k`` classes with probabilities for every image in ``paths`` (files and folders, recursively)."""
-    channels, height, width = model.hparams.input_size or (model.net.in_chans, model.net.image_size, model.net.image_size)
+    channels, height, width = model.hparams.input_size or (model.net.in_chans,) + (model.net.image_size,) * 2
     images, files = load_images(paths, (height, width), channels)
     mean = torch.tensor(model.hparams.mean or [0.0] * channels)
     std = torch.tensor(model.hparams.std or [1.0] * channels)
@@ -61,7 +63,7 @@ def _write(predictions: list[Prediction], fmt: str, out) -> None:
         width = max(len(str(f)) for f, _ in predictions)
         for file, top in predictions:
             cells = "  ".join(f"{c} {p:6.1%}" for c, p in top)
-            out.write(f"{str(file):<{width}}  {cells}\n")
+            out.write(f"{file!s:<{width}}  {cells}\n")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -127,14 +127,17 @@ class NinlabCLI(LightningCLI):
         ckpt_path = "best" if checkpoint is not None and getattr(checkpoint, "best_model_path", "") else None
         results = trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path, verbose=False)
         accuracy = results[0]["test/acc"] if results else float("nan")
-        print(f"test accuracy {accuracy:.4f} ({trainer.ckpt_path or 'last weights'}); run: {RunReport.run_dir(trainer)}")
+        tested = trainer.ckpt_path or "last weights"
+        print(f"test accuracy {accuracy:.4f} ({tested}); run: {RunReport.run_dir(trainer)}")
 
 
 def _callbacks() -> list:
     # Persistent callbacks (not configurable away): a fresh set per run, so runs in one process never share state.
     checkpoint = ModelCheckpoint(monitor="val/acc", mode="max", save_top_k=1, save_last=True,
-                                 filename="epoch{epoch:02d}-val_acc{val/acc:.4f}", auto_insert_metric_name=False)  # fmt: skip
-    return [checkpoint, LearningRateMonitor(), ThroughputMeter(), RunReport(), DeadClassMapGuard(), NonFiniteLossGuard()]
+                                 filename="epoch{epoch:02d}-val_acc{val/acc:.4f}",
+                                 auto_insert_metric_name=False)  # fmt: skip
+    guards = [DeadClassMapGuard(), NonFiniteLossGuard()]
+    return [checkpoint, LearningRateMonitor(), ThroughputMeter(), RunReport(), *guards]
 
 
 def _with_default_recipe(argv: list[str]) -> list[str]:
