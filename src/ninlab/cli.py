@@ -21,10 +21,15 @@ Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argpar
 
 def _commands() -> dict[str, Command]:
     # Imported lazily so `ninlab --help` stays fast and one command's imports never slow another.
-    from ninlab import export, predict, summary
+    from ninlab import datasets_command, export, predict, summary
 
     return {
         "summary": ("layer-by-layer shapes, parameters and MACs of a model", summary.add_arguments, summary.run),
+        "datasets": (
+            "where each dataset was found, its size and checksum status",
+            datasets_command.add_arguments,
+            datasets_command.run,
+        ),
         "export": ("export a checkpoint to ONNX, verified against PyTorch", export.add_arguments, export.run),
         "predict-images": ("top-k classes of image files or folders", predict.add_arguments, predict.run),
     }

@@ -7,8 +7,8 @@ instance, raises :class:`DataError` before it is imported. Under the strict chec
 checked before it is unpickled at all.
 
 Archives are read in memory, member by member, never extracted; every member is first screened with the
-standard library's ``tarfile.data_filter`` (the ``filter="data"`` policy), so an archive holding absolute paths,
-``..`` components, links leaving the archive or device files is refused as a whole.
+standard library's ``tarfile.data_filter`` (the ``filter="data"`` policy) plus a refusal of absolute names, so an
+archive holding absolute paths, ``..`` components, links leaving the archive or device files is refused as a whole.
 """
 
 from __future__ import annotations
@@ -202,11 +202,7 @@ def _read_archive(archive: Path, folder: str, names: list[str]) -> dict[str, byt
     try:
         with tarfile.open(archive, "r:gz") as tar:
             for member in tar:
-                try:
-                    tarfile.data_filter(member, str(archive.parent))
-                except tarfile.FilterError as error:
-                    raise DataError(f"{archive}: expected archive members inside one folder, found unsafe member "
-                                    f"{member.name!r} ({error}); the archive was tampered with, delete it") from None
+                _screen(member, archive)
                 if member.name in wanted and member.isfile():
                     raw[wanted[member.name]] = tar.extractfile(member).read()
     except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
@@ -216,6 +212,17 @@ def _read_archive(archive: Path, folder: str, names: list[str]) -> dict[str, byt
         raise DataError(f"{archive}: expected members {', '.join(f'{folder}/{m}' for m in missing)}, found none; "
                         "this is not the official python-version archive")
     return raw
+
+
+def _screen(member: tarfile.TarInfo, archive: Path) -> None:
+    # data_filter would silently strip a leading "/", but no official archive has one, so it is refused outright.
+    try:
+        if os.path.isabs(member.name) or member.name.startswith("/"):
+            raise tarfile.AbsolutePathError(member)
+        tarfile.data_filter(member, str(archive.parent))
+    except tarfile.FilterError as error:
+        raise DataError(f"{archive}: expected archive members inside one folder, found unsafe member "
+                        f"{member.name!r} ({error}); the archive was tampered with, delete it") from None
 
 
 def _unpickle(data: bytes, where: str):
