@@ -193,3 +193,14 @@ def test_cli_errors_are_one_line(extra, message, data_root, tmp_path, capsys):
 def test_missing_checkpoint_is_one_line(tmp_path, capsys):
     assert main(["export", str(tmp_path / "none.ckpt")]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_default_recipe_learns_real_fashion_mnist(real_data_dir, tmp_path, capsys):
+    """A 6,000-image, 3-epoch ``ninlab fit`` of the default recipe reaches >= 80% on the official 10,000 test images."""
+    args = ["fit", "--data.root", str(real_data_dir), "--data.limit_train", "6000", "--data.val_size", "1000",
+            "--trainer.max_epochs", "3", "--trainer.default_root_dir", str(tmp_path), *QUIET]  # fmt: skip
+    assert main(args) == 0
+    assert "test accuracy" in capsys.readouterr().out
+    summary = json.loads((_only_run(tmp_path) / "summary.json").read_text())
+    assert summary["test_images"] == 10_000
+    assert summary["test_acc"] >= 0.80, summary
