@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 __all__ = ["epoch_metrics", "plot_confusion_matrix", "plot_curves"]
 
@@ -37,7 +38,9 @@ def plot_curves(epochs: dict[int, dict[str, float]], path: str | Path, title: st
             points = [(e + 1, v[f"{split}/{metric}"]) for e, v in sorted(epochs.items()) if f"{split}/{metric}" in v]
             if points:
                 ax.plot(*zip(*points, strict=True), style, label=split, markersize=4)
-        ax.set(xlabel="epoch", ylabel="accuracy" if metric == "acc" else "cross-entropy", title=metric)
+        # Train loss includes label smoothing when the recipe uses it, so it can sit above the val loss.
+        ax.set(xlabel="epoch", ylabel="accuracy" if metric == "acc" else "loss", title=metric)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend()
     if title:

@@ -124,17 +124,22 @@ class RunReport(Callback):
         self._confusion += torch.bincount(target * n + predicted, minlength=n * n).view(n, n)
 
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if not trainer.is_global_zero or self._confusion is None:
+        if self._confusion is None:
+            return
+        confusion = self._confusion
+        if trainer.world_size > 1:  # under DDP each process saw a shard of the test set
+            confusion = pl_module.all_gather(confusion.to(pl_module.device)).sum(0).cpu()
+        if not trainer.is_global_zero:
             return
         metrics = trainer.callback_metrics
         values = {
             "test_acc": _scalar(metrics, "test/acc"),
             "test_acc_top5": _scalar(metrics, "test/acc_top5"),
             "test_loss": _scalar(metrics, "test/loss"),
-            "test_images": int(self._confusion.sum()),
+            "test_images": int(confusion.sum()),
             "test_wall_s": round(time.perf_counter() - self._test_start, 1),
             "tested_checkpoint": trainer.ckpt_path,
         }
         self._update_summary(trainer, pl_module, values)
-        plot_confusion_matrix(self._confusion, pl_module.class_names, self.run_dir(trainer) / "confusion_matrix.png",
+        plot_confusion_matrix(confusion, pl_module.class_names, self.run_dir(trainer) / "confusion_matrix.png",
                               title=f"{pl_module.hparams.model}: test accuracy {values['test_acc']:.4f}")  # fmt: skip
