@@ -61,8 +61,9 @@ def _write(predictions: list[Prediction], fmt: str, out) -> None:
             writer.writerows([str(file), rank, c, f"{p:.6f}"] for rank, (c, p) in enumerate(top, 1))
     else:
         width = max(len(str(f)) for f, _ in predictions)
+        class_width = max(len(c) for _, top in predictions for c, _ in top)
         for file, top in predictions:
-            cells = "  ".join(f"{c} {p:6.1%}" for c, p in top)
+            cells = "  ".join(f"{c:<{class_width}} {p:6.1%}" for c, p in top)
             out.write(f"{file!s:<{width}}  {cells}\n")
 
 

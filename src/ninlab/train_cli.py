@@ -17,6 +17,7 @@ Errors in arguments or configs become :class:`ConfigError` (one line) instead of
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -153,11 +154,15 @@ def run(argv: Sequence[str]) -> int:
         ConfigError: An unknown option, a malformed config or a value the model or data rejects.
     """
     argv = _with_default_recipe(list(argv))
-    parser_kwargs = {"exit_on_error": False, **{name: {"exit_on_error": False} for name in SUBCOMMANDS}}
+    # Parse errors raise instead of printing usage and exiting, so they become one ConfigError line.
+    parser_kwargs = {"prog": "ninlab", "exit_on_error": False, **{cmd: {"exit_on_error": False} for cmd in SUBCOMMANDS}}
     try:
-        NinlabCLI(NiNClassifier, ImageDataModule, args=argv, parser_kwargs=parser_kwargs,
-                  trainer_defaults={"callbacks": _callbacks()}, save_config_kwargs={"overwrite": True},
-                  auto_configure_optimizers=False, load_from_checkpoint_support=False)  # fmt: skip
+        with warnings.catch_warnings():
+            # argv is the real command line minus "ninlab", so LightningCLI's "args and sys.argv both given" is noise.
+            warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+            NinlabCLI(NiNClassifier, ImageDataModule, args=argv, parser_kwargs=parser_kwargs,
+                      trainer_defaults={"callbacks": _callbacks()}, save_config_kwargs={"overwrite": True},
+                      auto_configure_optimizers=False, load_from_checkpoint_support=False)  # fmt: skip
     except ArgumentError as error:
         raise ConfigError(" ".join(str(error).split())) from error
     except SystemExit as exit_:  # --help and --print_config exit through argparse
