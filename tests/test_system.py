@@ -1,5 +1,6 @@
 """NiNClassifier: logged metrics, learning, option checks, guards, resume, checkpoints and test-time flips."""
 
+import json
 import math
 
 import pytest
@@ -8,7 +9,7 @@ from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
-from ninlab.callbacks import DeadClassMapGuard, NonFiniteLossGuard
+from ninlab.callbacks import DeadClassMapGuard, NonFiniteLossGuard, RunReport
 from ninlab.checkpoint import load_classifier
 from ninlab.errors import CheckpointError, ConfigError, TrainingError
 from ninlab.system import NiNClassifier
@@ -91,10 +92,11 @@ def _dead_model() -> NiNClassifier:
 
 def test_dead_class_maps_stop_the_run_with_advice(tmp_path):
     guard = DeadClassMapGuard(patience=3)
-    trainer = _trainer(tmp_path, max_epochs=5, callbacks=[guard])
+    trainer = _trainer(tmp_path, max_epochs=5, callbacks=[guard, RunReport()])
     with pytest.raises(TrainingError, match=r"ln\(10\) = 2\.302585.*final_act=false.*xavier") as error:
         trainer.fit(_dead_model(), _loader(n=32, size=67, batch_size=8))
     assert trainer.global_step == 3 and "\n" not in str(error.value)
+    assert json.loads((tmp_path / "summary.json").read_text())["error"].startswith("TrainingError: training stopped")
 
 
 def test_non_finite_loss_stops_the_run(tmp_path):

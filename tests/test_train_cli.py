@@ -188,6 +188,7 @@ def test_cli_errors_are_one_line(extra, message, data_root, tmp_path, capsys):
     assert main(_fit_args(data_root, tmp_path, *extra)) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("ninlab: error:") and message in err[0]
+    assert not list(tmp_path.rglob("*")), "a rejected command must leave no run directory"
 
 
 def test_missing_checkpoint_is_one_line(tmp_path, capsys):

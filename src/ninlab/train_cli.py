@@ -101,12 +101,10 @@ class NinlabCLI(LightningCLI):
         parser.link_arguments("data.mean_std", "model.std", compute_fn=_second_as_list, apply_on="instantiate")
 
     def before_instantiate_classes(self) -> None:
-        """Resolve ``--ckpt_path last`` and create this run's directory."""
+        """Resolve ``--ckpt_path last`` to the newest ``last.ckpt`` of the runs with this name."""
         config = self.config[self.subcommand]
-        root = config.trainer.default_root_dir or _DEFAULT_ROOT
         if config.get("ckpt_path") == "last":
-            config.ckpt_path = str(find_last_checkpoint(root, config.name))
-        self.run_dir = _new_run_dir(root, config.name)
+            config.ckpt_path = str(find_last_checkpoint(config.trainer.default_root_dir or _DEFAULT_ROOT, config.name))
 
     def instantiate_trainer(self, **kwargs) -> Trainer:
         """The trainer, writing into the run directory with CSV and TensorBoard loggers unless others are configured.
@@ -114,9 +112,12 @@ class NinlabCLI(LightningCLI):
         The run directory and loggers are passed here rather than written into the config, so the ``config.yaml``
         saved in a run stays reusable (``ninlab test -c runs/.../config.yaml`` makes a new run, not a nested one).
         """
-        kwargs.setdefault("default_root_dir", str(self.run_dir))
-        if self.config[self.subcommand].trainer.logger in (None, True):
-            kwargs.setdefault("logger", _loggers(self.run_dir))
+        config = self.config[self.subcommand]
+        # Created only now, after the model and data were built, so a bad option leaves no empty run directory.
+        run_dir = _new_run_dir(config.trainer.default_root_dir or _DEFAULT_ROOT, config.name)
+        kwargs.setdefault("default_root_dir", str(run_dir))
+        if config.trainer.logger in (None, True):
+            kwargs.setdefault("logger", _loggers(run_dir))
         return super().instantiate_trainer(**kwargs)
 
     def after_fit(self) -> None:

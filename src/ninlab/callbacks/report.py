@@ -104,6 +104,10 @@ class RunReport(Callback):
         if metrics_csv.is_file():
             plot_curves(epoch_metrics(metrics_csv), self.run_dir(trainer) / "curves.png", title=pl_module.hparams.model)
 
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        if trainer.is_global_zero:  # a failed run still says why in its directory
+            self._update_summary(trainer, pl_module, {"error": f"{type(exception).__name__}: {exception}"})
+
     def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         n = pl_module.num_classes
         self._confusion = torch.zeros(n, n, dtype=torch.int64)
