@@ -2,8 +2,11 @@
 
 import gzip
 import json
+import os
 import pickle
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -194,6 +197,22 @@ def test_cli_errors_are_one_line(extra, message, data_root, tmp_path, capsys):
 def test_missing_checkpoint_is_one_line(tmp_path, capsys):
     assert main(["export", str(tmp_path / "none.ckpt")]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_ddp_on_cpu_shares_one_run_directory(data_root, tmp_path):
+    """Two gloo processes (``--trainer.strategy ddp``) write one run; the test confusion matrix covers both shards.
+
+    DDP re-runs the command line for its second process, so this runs ``python -m ninlab.cli`` in a subprocess.
+    """
+    args = _fit_args(data_root, tmp_path, "--trainer.max_epochs", "1", "--trainer.accelerator", "cpu",
+                     "--trainer.strategy", "ddp", "--trainer.devices", "2", "--data.batch_size", "8")  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    done = subprocess.run([sys.executable, "-m", "ninlab.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=240, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("test accuracy") == 1
+    summary = json.loads((_only_run(tmp_path) / "summary.json").read_text())
+    assert summary["test_images"] == 40
 
 
 def test_default_recipe_learns_real_fashion_mnist(real_data_dir, tmp_path, capsys):

@@ -153,7 +153,7 @@ class NiNClassifier(LightningModule):
         loss = F.cross_entropy(logits, y, label_smoothing=smoothing)
         metrics = self.metrics[f"{split}_"]
         metrics.update(logits, y)
-        self.log(f"{split}/loss", loss, on_step=False, on_epoch=True, sync_dist=split != "train")
+        self.log(f"{split}/loss", loss, on_step=False, on_epoch=True, sync_dist=True)
         self.log_dict(metrics, on_step=False, on_epoch=True)
         if split == "train":
             self.log("loss", loss, prog_bar=True, logger=False)  # running loss in the progress bar only

@@ -16,6 +16,7 @@ Errors in arguments or configs become :class:`ConfigError` (one line) instead of
 
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from collections.abc import Sequence
@@ -33,11 +34,13 @@ from ninlab.data import ImageDataModule
 from ninlab.errors import ConfigError
 from ninlab.system import NiNClassifier
 
-__all__ = ["DEFAULT_RECIPE", "SUBCOMMANDS", "NinlabCLI", "find_last_checkpoint", "recipe_path", "run"]
+__all__ = ["DEFAULT_RECIPE", "RUN_DIR_ENV", "SUBCOMMANDS", "NinlabCLI", "find_last_checkpoint", "recipe_path", "run"]
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 DEFAULT_RECIPE = "fast_fashion_mnist"
 _DEFAULT_ROOT = "runs"
+RUN_DIR_ENV = "NINLAB_RUN_DIR"
+"""Environment variable naming the run directory; set, it is used as is (DDP's extra processes inherit it)."""
 
 
 def recipe_path(name: str) -> Path:
@@ -113,11 +116,16 @@ class NinlabCLI(LightningCLI):
         saved in a run stays reusable (``ninlab test -c runs/.../config.yaml`` makes a new run, not a nested one).
         """
         config = self.config[self.subcommand]
-        # Created only now, after the model and data were built, so a bad option leaves no empty run directory.
-        run_dir = _new_run_dir(config.trainer.default_root_dir or _DEFAULT_ROOT, config.name)
-        kwargs.setdefault("default_root_dir", str(run_dir))
+        # DDP re-runs this command in one process per extra device; they inherit the environment, so the run
+        # directory the first process creates is shared through RUN_DIR_ENV rather than created again.
+        run_dir = os.environ.get(RUN_DIR_ENV)
+        if run_dir is None:
+            # Created only now, after the model and data were built, so a bad option leaves no empty run directory.
+            run_dir = str(_new_run_dir(config.trainer.default_root_dir or _DEFAULT_ROOT, config.name))
+            os.environ[RUN_DIR_ENV] = run_dir
+        kwargs.setdefault("default_root_dir", run_dir)
         if config.trainer.logger in (None, True):
-            kwargs.setdefault("logger", _loggers(run_dir))
+            kwargs.setdefault("logger", _loggers(Path(run_dir)))
         return super().instantiate_trainer(**kwargs)
 
     def after_fit(self) -> None:
@@ -129,8 +137,9 @@ class NinlabCLI(LightningCLI):
         ckpt_path = "best" if checkpoint is not None and getattr(checkpoint, "best_model_path", "") else None
         results = trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path, verbose=False)
         accuracy = results[0]["test/acc"] if results else float("nan")
-        tested = trainer.ckpt_path or "last weights"
-        print(f"test accuracy {accuracy:.4f} ({tested}); run: {RunReport.run_dir(trainer)}")
+        if trainer.is_global_zero:
+            tested = trainer.ckpt_path or "last weights"
+            print(f"test accuracy {accuracy:.4f} ({tested}); run: {RunReport.run_dir(trainer)}")
 
 
 def _callbacks() -> list:
@@ -155,6 +164,7 @@ def run(argv: Sequence[str]) -> int:
         ConfigError: An unknown option, a malformed config or a value the model or data rejects.
     """
     argv = _with_default_recipe(list(argv))
+    inherited_run_dir = RUN_DIR_ENV in os.environ
     # Parse errors raise instead of printing usage and exiting, so they become one ConfigError line.
     parser_kwargs = {"prog": "ninlab", "exit_on_error": False, **{cmd: {"exit_on_error": False} for cmd in SUBCOMMANDS}}
     try:
@@ -168,4 +178,7 @@ def run(argv: Sequence[str]) -> int:
         raise ConfigError(" ".join(str(error).split())) from error
     except SystemExit as exit_:  # --help and --print_config exit through argparse
         return exit_.code if isinstance(exit_.code, int) else 0
+    finally:
+        if not inherited_run_dir:  # the next command in this process gets its own run directory
+            os.environ.pop(RUN_DIR_ENV, None)
     return 0

@@ -52,7 +52,7 @@ def _scalar(metrics: dict[str, Any], key: str) -> float | None:
 class RunReport(Callback):
     """Write ``summary.json``, ``curves.png`` (after fit) and ``confusion_matrix.png`` (after test) into the run dir.
 
-    The run directory is the trainer's ``log_dir`` (where the CSV logger and the saved config live).
+    The run directory is the first logger's ``log_dir`` (where the CSV logger and the saved config live).
     Validation accuracy in the summary is the checkpoint callback's best ``val/acc``.
     """
 
@@ -62,8 +62,10 @@ class RunReport(Callback):
 
     @staticmethod
     def run_dir(trainer: Trainer) -> Path:
-        """Directory this run writes its record into."""
-        return Path(trainer.log_dir or trainer.default_root_dir)
+        """Directory this run writes its record into: the first logger's ``log_dir``, else ``default_root_dir``."""
+        # Not trainer.log_dir: under DDP that is a collective call, and only rank 0 writes the record.
+        logger = trainer.loggers[0] if trainer.loggers else None
+        return Path(getattr(logger, "log_dir", None) or trainer.default_root_dir)
 
     def _update_summary(self, trainer: Trainer, pl_module: LightningModule, values: dict[str, Any]) -> Path:
         path = self.run_dir(trainer) / "summary.json"

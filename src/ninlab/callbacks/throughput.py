@@ -65,4 +65,6 @@ class ThroughputMeter(Callback):
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self._epoch_seconds:
-            pl_module.log("train/images_per_s", self._epoch_images / self._epoch_seconds, prog_bar=False)
+            # Summed over DDP processes: the logged rate is the whole job's.
+            rate = self._epoch_images / self._epoch_seconds
+            pl_module.log("train/images_per_s", rate, sync_dist=True, reduce_fx="sum")
