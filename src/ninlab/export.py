@@ -25,14 +25,6 @@ from ninlab.system import NiNClassifier
 __all__ = ["add_arguments", "export_onnx", "run"]
 
 
-def _input_size(model: NiNClassifier) -> tuple[int, int, int]:
-    size = model.hparams.get("input_size")
-    if size:
-        return tuple(int(d) for d in size)
-    side = max(model.net.image_size, model.net.min_input_size)
-    return model.net.in_chans, side, side
-
-
 def export_onnx(model: NiNClassifier, output: str | Path, *, opset: int = 18, atol: float = 1e-4) -> float:
     """Export ``model`` to ONNX at ``output`` atomically; return the max abs logit difference onnxruntime vs torch.
 
@@ -44,7 +36,7 @@ def export_onnx(model: NiNClassifier, output: str | Path, *, opset: int = 18, at
 
     output = Path(output)
     model = model.eval().to(memory_format=torch.contiguous_format)
-    c, h, w = _input_size(model)
+    c, h, w = model.input_size
     generator = torch.Generator().manual_seed(0)
     example = torch.randn(2, c, h, w, generator=generator)
     check = torch.randn(3, c, h, w, generator=generator)  # another batch size: proves the batch axis is dynamic

@@ -31,7 +31,7 @@ def predict_files(
     model: NiNClassifier, paths: list[str | Path], top_k: int = 3, batch_size: int = 64
 ) -> list[Prediction]:
     """Top-``top_k`` classes with probabilities for every image in ``paths`` (files and folders, recursively)."""
-    channels, height, width = model.hparams.input_size or (model.net.in_chans,) + (model.net.image_size,) * 2
+    channels, height, width = model.input_size
     images, files = load_images(paths, (height, width), channels)
     mean = torch.tensor(model.hparams.mean or [0.0] * channels)
     std = torch.tensor(model.hparams.std or [1.0] * channels)

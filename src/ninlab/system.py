@@ -133,6 +133,14 @@ class NiNClassifier(LightningModule):
         return self.net.num_classes
 
     @property
+    def input_size(self) -> tuple[int, int, int]:
+        """(C, H, W) of the training batches, else the variant's design size (never below its minimum)."""
+        if self.hparams.input_size:
+            return tuple(int(d) for d in self.hparams.input_size)
+        side = max(self.net.image_size, self.net.min_input_size)
+        return self.net.in_chans, side, side
+
+    @property
     def class_names(self) -> list[str]:
         """Class names from the training data, or ``"0"``, ``"1"``... when none were stored."""
         return list(self.hparams.class_names or map(str, range(self.num_classes)))
