@@ -215,6 +215,12 @@ def test_ddp_on_cpu_shares_one_run_directory(data_root, tmp_path):
     assert summary["test_images"] == 40
 
 
+def test_resume_last_without_a_previous_run_is_one_line(tmp_path, capsys):
+    assert main(["fit", "--ckpt_path", "last", "--trainer.default_root_dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no " in err[0] and "last.ckpt to resume from" in err[0]
+
+
 def test_default_recipe_learns_real_fashion_mnist(real_data_dir, tmp_path, capsys):
     """A 6,000-image, 3-epoch ``ninlab fit`` of the default recipe reaches >= 80% on the official 10,000 test images."""
     args = ["fit", "--data.root", str(real_data_dir), "--data.limit_train", "6000", "--data.val_size", "1000",
