@@ -185,7 +185,8 @@ def test_print_config_shows_the_default_recipe(capsys):
 @pytest.mark.parametrize(
     ("extra", "message"),
     [(["--model.model", "resnet"], "unknown model 'resnet'"), (["--model.lr", "-1"], "lr must be a positive"),
-     (["--trainer.no_such_flag", "1"], "no_such_flag"), (["--model.optimizer", "lbfgs"], "unknown optimizer")],
+     (["--trainer.no_such_flag", "1"], "no_such_flag"), (["--model.optimizer", "lbfgs"], "unknown optimizer"),
+     (["--trainer.enable_checkpointing", "false"], "enable_checkpointing=False")],
 )  # fmt: skip
 def test_cli_errors_are_one_line(extra, message, data_root, tmp_path, capsys):
     assert main(_fit_args(data_root, tmp_path, *extra)) == 2

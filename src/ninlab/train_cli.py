@@ -16,7 +16,9 @@ Errors in arguments or configs become :class:`ConfigError` (one line) instead of
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import time
 import warnings
 from collections.abc import Sequence
@@ -28,6 +30,7 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from ninlab.callbacks import DeadClassMapGuard, NonFiniteLossGuard, RunReport, ThroughputMeter
 from ninlab.data import ImageDataModule
@@ -119,14 +122,22 @@ class NinlabCLI(LightningCLI):
         # DDP re-runs this command in one process per extra device; they inherit the environment, so the run
         # directory the first process creates is shared through RUN_DIR_ENV rather than created again.
         run_dir = os.environ.get(RUN_DIR_ENV)
-        if run_dir is None:
+        created = run_dir is None
+        if created:
             # Created only now, after the model and data were built, so a bad option leaves no empty run directory.
             run_dir = str(_new_run_dir(config.trainer.default_root_dir or _DEFAULT_ROOT, config.name))
             os.environ[RUN_DIR_ENV] = run_dir
         kwargs.setdefault("default_root_dir", run_dir)
         if config.trainer.logger in (None, True):
             kwargs.setdefault("logger", _loggers(Path(run_dir)))
-        return super().instantiate_trainer(**kwargs)
+        try:
+            return super().instantiate_trainer(**kwargs)
+        except MisconfigurationException as error:  # contradictory trainer flags
+            if created:
+                shutil.rmtree(run_dir, ignore_errors=True)
+                with contextlib.suppress(OSError):  # the run name's folder too, unless other runs live there
+                    Path(run_dir).parent.rmdir()
+            raise ConfigError(" ".join(str(error).split())) from error
 
     def after_fit(self) -> None:
         """Test the best checkpoint (the last weights under ``fast_dev_run``) and print the test accuracy."""
