@@ -83,9 +83,12 @@ class RunReport(Callback):
         self._fit_start = time.perf_counter()
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        meter = next((cb for cb in trainer.callbacks if isinstance(cb, ThroughputMeter)), None)
+        rate = meter.images_per_s if meter else None
+        if rate is not None and trainer.world_size > 1:  # each DDP process trained on its own shard: sum them
+            rate = float(pl_module.all_gather(torch.tensor(rate, device=pl_module.device)).sum())
         if not trainer.is_global_zero:
             return
-        meter = next((cb for cb in trainer.callbacks if isinstance(cb, ThroughputMeter)), None)
         checkpoint = trainer.checkpoint_callback
         best = getattr(checkpoint, "best_model_score", None)
         values = {
@@ -94,7 +97,7 @@ class RunReport(Callback):
             "val_acc": float(best) if best is not None else _scalar(trainer.callback_metrics, "val/acc"),
             "val_loss": _scalar(trainer.callback_metrics, "val/loss"),
             "best_checkpoint": getattr(checkpoint, "best_model_path", None) or None,
-            "train_images_per_s": round(meter.images_per_s, 1) if meter else None,
+            "train_images_per_s": round(rate, 1) if rate is not None else None,
             "wall_s": round(time.perf_counter() - self._fit_start, 1),
         }
         self._update_summary(trainer, pl_module, values)
