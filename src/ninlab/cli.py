@@ -14,23 +14,34 @@ from ninlab.errors import NinlabError
 
 __all__ = ["main"]
 
+_LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")  # handled by LightningCLI, see ninlab.train_cli
 # name -> (help, add_arguments(parser), run(args) -> exit code). Each command lives in its own module.
 Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
 
 
 def _commands() -> dict[str, Command]:
     # Imported lazily so `ninlab --help` stays fast and one command's imports never slow another.
-    from ninlab import datasets_command, summary
+    from ninlab import datasets_command, export, predict, summary
 
     return {
         "summary": ("layer-by-layer shapes, parameters and MACs of a model", summary.add_arguments, summary.run),
-        "datasets": ("where each dataset was found, its size and checksum status", datasets_command.add_arguments,
-                     datasets_command.run),
+        "datasets": (
+            "where each dataset was found, its size and checksum status",
+            datasets_command.add_arguments,
+            datasets_command.run,
+        ),
+        "export": ("export a checkpoint to ONNX, verified against PyTorch", export.add_arguments, export.run),
+        "predict-images": ("top-k classes of image files or folders", predict.add_arguments, predict.run),
     }
 
 
 def _build_parser(commands: dict[str, Command]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ninlab", description="Network-in-Network image classifiers.")
+    parser = argparse.ArgumentParser(
+        prog="ninlab",
+        description="Network-in-Network image classifiers.",
+        epilog="Training (LightningCLI): ninlab fit|validate|test|predict [-c RECIPE.yaml] [--print_config] "
+        "[--trainer.* ...]; see ninlab fit --help.",
+    )
     parser.add_argument("--verbose", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (help_text, add_arguments, _) in commands.items():
@@ -42,10 +53,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``ninlab`` command line and return its exit code (0 on success)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     verbose = "--verbose" in argv
-    commands = _commands()
-    parser = _build_parser(commands)
     try:
-        args = parser.parse_args(argv)
+        lightning_argv = [arg for arg in argv if arg != "--verbose"]
+        if lightning_argv and lightning_argv[0] in _LIGHTNING_COMMANDS:
+            from ninlab import train_cli
+
+            return train_cli.run(lightning_argv)
+        commands = _commands()
+        args = _build_parser(commands).parse_args(argv)
         return commands[args.command][2](args)
     except NinlabError as error:
         if verbose:

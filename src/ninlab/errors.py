@@ -4,7 +4,15 @@ Every error here carries a one-line message that says what was expected, what wa
 The command line prints that line (no traceback unless ``--verbose``) and exits non-zero.
 """
 
-__all__ = ["CheckpointError", "ConfigError", "DataError", "DataNotFoundError", "InputSizeError", "NinlabError"]
+__all__ = [
+    "CheckpointError",
+    "ConfigError",
+    "DataError",
+    "DataNotFoundError",
+    "InputSizeError",
+    "NinlabError",
+    "TrainingError",
+]
 
 
 class NinlabError(Exception):
@@ -29,3 +37,7 @@ class DataNotFoundError(DataError, FileNotFoundError):
 
 class CheckpointError(NinlabError):
     """A checkpoint that does not fit the model, was tampered with, or cannot be read safely."""
+
+
+class TrainingError(NinlabError):
+    """A training run that cannot go on: dead class maps (loss stuck at ln(num_classes)) or a non-finite loss."""

@@ -1,0 +1,70 @@
+"""Training throughput in images per second, shown in the progress bar and kept for the run summary."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from lightning.pytorch import Callback, LightningModule, Trainer
+
+__all__ = ["ThroughputMeter"]
+
+
+def _batch_size(batch: Any) -> int:
+    first = batch[0] if isinstance(batch, list | tuple) else batch
+    return len(first)
+
+
+class ThroughputMeter(Callback):
+    """Measure training images/s: wall time between batch ends, so data loading counts and validation does not.
+
+    The progress bar shows a smoothed ``img/s``; each epoch logs ``train/images_per_s``; :attr:`images_per_s` is
+    the whole run's average (what the run summary reports).
+
+    Args:
+        smoothing: Weight of the previous value in the progress bar's exponential moving average.
+    """
+
+    def __init__(self, smoothing: float = 0.9) -> None:
+        self.smoothing = smoothing
+        self.images = 0
+        self.seconds = 0.0
+        self._epoch_images = 0
+        self._epoch_seconds = 0.0
+        self._shown = 0.0
+        self._last = 0.0
+
+    @property
+    def images_per_s(self) -> float:
+        """Average training images per second over every batch measured so far (0 before the first)."""
+        return self.images / self.seconds if self.seconds else 0.0
+
+    def _restart_clock(self) -> None:
+        self._last = time.perf_counter()
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._epoch_images, self._epoch_seconds = 0, 0.0
+        self._restart_clock()
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._restart_clock()  # mid-epoch validation must not count as training time
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        now = time.perf_counter()
+        images, seconds = _batch_size(batch), now - self._last
+        self._last = now
+        self.images += images
+        self.seconds += seconds
+        self._epoch_images += images
+        self._epoch_seconds += seconds
+        rate = images / max(seconds, 1e-9)
+        self._shown = rate if not self._shown else self.smoothing * self._shown + (1 - self.smoothing) * rate
+        pl_module.log("img/s", self._shown, prog_bar=True, logger=False)
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self._epoch_seconds:
+            # Summed over DDP processes: the logged rate is the whole job's.
+            rate = self._epoch_images / self._epoch_seconds
+            pl_module.log("train/images_per_s", rate, sync_dist=True, reduce_fx="sum")

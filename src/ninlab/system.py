@@ -1,0 +1,200 @@
+"""The training system: a thin LightningModule around a registered NiN network.
+
+The network is built from its registry name plus keyword arguments, and every constructor argument is saved as a
+hyperparameter, so a checkpoint alone rebuilds the model (and knows its class names and input size) for testing,
+prediction and export. Train, validation and test share one step; prediction returns class probabilities.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+from torch import nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+
+from ninlab.errors import ConfigError
+from ninlab.init import init_weights
+from ninlab.optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_scheduler, check_choice
+from ninlab.registry import create_model
+
+__all__ = ["SPLITS", "NiNClassifier"]
+
+SPLITS = ("train", "val", "test")
+
+
+class NiNClassifier(LightningModule):
+    """Image classification with a NiN: loss, accuracy, optimiser and schedule around ``create_model(model)``.
+
+    Logs ``{split}/loss`` and ``{split}/acc`` for train, val and test (plus ``{split}/acc_top5`` with more than five
+    classes). ``training_step``, ``validation_step`` and ``test_step`` return ``{"loss", "logits"}`` so callbacks
+    (guards, confusion matrix) can look at the logits without another forward pass.
+
+    Args:
+        model: Registered model name (see ``ninlab.list_models()``).
+        model_kwargs: Keyword arguments of the model builder (``widths``, ``final_act``, ``norm_layer``...).
+        num_classes: Number of classes; the CLI links it from the datamodule. None keeps the builder's default.
+        in_chans: Input channels; the CLI links it from the datamodule. None keeps the builder's default.
+        class_names: Class names, stored so prediction needs nothing but the checkpoint.
+        input_size: Training input size (C, H, W), stored for export and prediction.
+        mean: Per-channel mean the inputs were normalised with (stored for prediction and export).
+        std: Per-channel std the inputs were normalised with.
+        optimizer: ``sgd``, ``adam`` or ``adamw``.
+        lr: Peak learning rate.
+        momentum: SGD momentum.
+        nesterov: Nesterov momentum (SGD only).
+        weight_decay: L2 penalty on conv and linear weights (never on biases or norm parameters).
+        betas: Adam/AdamW betas.
+        schedule: ``constant``, ``step``, ``cosine`` or ``onecycle``; stepped every optimiser step.
+        warmup_epochs: Linear warmup length in epochs (for ``onecycle``: the rising phase, 30% of the run if 0).
+        step_epochs: Epochs at which ``step`` multiplies the lr by ``gamma``.
+        gamma: Decay factor of the ``step`` schedule.
+        min_lr_ratio: Final lr of ``cosine`` as a fraction of ``lr``.
+        label_smoothing: Cross-entropy label smoothing of the training loss (validation/test loss is plain CE).
+        init: Weight initialisation: ``default`` (PyTorch's), ``xavier`` (d2l), ``gaussian`` (Caffe, std 0.05),
+            ``kaiming``.
+        tta_flip: Average the logits of each image and its horizontal mirror when evaluating and predicting.
+        channels_last: Keep the network's weights in channels-last memory format (faster convolutions on CPU).
+    """
+
+    def __init__(
+        self,
+        model: str = "nin_fast",
+        model_kwargs: dict[str, Any] | None = None,
+        num_classes: int | None = None,
+        in_chans: int | None = None,
+        class_names: list[str] | None = None,
+        input_size: tuple[int, int, int] | None = None,
+        mean: list[float] | None = None,
+        std: list[float] | None = None,
+        optimizer: str = "sgd",
+        lr: float = 0.1,
+        momentum: float = 0.9,
+        nesterov: bool = False,
+        weight_decay: float = 5e-4,
+        betas: tuple[float, float] = (0.9, 0.999),
+        schedule: str = "cosine",
+        warmup_epochs: float = 0.0,
+        step_epochs: list[int] | None = None,
+        gamma: float = 0.1,
+        min_lr_ratio: float = 0.0,
+        label_smoothing: float = 0.0,
+        init: str = "default",
+        tta_flip: bool = False,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self._check_options()
+        kwargs = dict(model_kwargs or {})
+        for key, value in (("num_classes", num_classes), ("in_chans", in_chans)):
+            if value is None:
+                continue
+            if kwargs.get(key, value) != value:
+                raise ConfigError(f"model_kwargs.{key}={kwargs[key]} contradicts {key}={value} from the data; drop it")
+            kwargs[key] = value
+        self.net = create_model(model, **kwargs)
+        if class_names is not None and len(class_names) != self.net.num_classes:
+            raise ConfigError(f"{len(class_names)} class names for a model with {self.net.num_classes} classes")
+        init_weights(self.net, init)
+        if channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        metrics = {"acc": MulticlassAccuracy(self.net.num_classes, top_k=1, average="micro")}
+        if self.net.num_classes > 5:
+            metrics["acc_top5"] = MulticlassAccuracy(self.net.num_classes, top_k=5, average="micro")
+        # Keys "train_", ... because ModuleDict reserves some names ("train" is nn.Module.train).
+        self.metrics = nn.ModuleDict(
+            {f"{split}_": MetricCollection(metrics, prefix=f"{split}/").clone() for split in SPLITS}
+        )
+
+    def _check_options(self) -> None:
+        hp = self.hparams
+        check_choice(hp.optimizer, OPTIMIZERS, "optimizer")
+        check_choice(hp.schedule, SCHEDULES, "schedule")
+        if not (math.isfinite(hp.lr) and hp.lr > 0):
+            raise ConfigError(f"lr must be a positive number, got {hp.lr}; e.g. --model.lr 0.05")
+        if hp.weight_decay < 0 or hp.momentum < 0 or hp.warmup_epochs < 0:
+            raise ConfigError("weight_decay, momentum and warmup_epochs must be >= 0, got "
+                              f"{hp.weight_decay}, {hp.momentum} and {hp.warmup_epochs}")  # fmt: skip
+        if hp.nesterov and (hp.optimizer != "sgd" or hp.momentum == 0):
+            raise ConfigError("nesterov needs optimizer sgd with momentum > 0")
+        if not 0 <= hp.label_smoothing < 1:
+            raise ConfigError(f"label_smoothing must be in [0, 1), got {hp.label_smoothing}")
+        if not (0 < hp.gamma <= 1 and 0 <= hp.min_lr_ratio <= 1):
+            raise ConfigError(f"gamma must be in (0, 1] and min_lr_ratio in [0, 1], got {hp.gamma}, {hp.min_lr_ratio}")
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes the network predicts."""
+        return self.net.num_classes
+
+    @property
+    def input_size(self) -> tuple[int, int, int]:
+        """(C, H, W) of the training batches, else the variant's design size (never below its minimum)."""
+        if self.hparams.input_size:
+            return tuple(int(d) for d in self.hparams.input_size)
+        side = max(self.net.image_size, self.net.min_input_size)
+        return self.net.in_chans, side, side
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class names from the training data, or ``"0"``, ``"1"``... when none were stored."""
+        return list(self.hparams.class_names or map(str, range(self.num_classes)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (B, num_classes) of a normalised batch (B, C, H, W); mirror-averaged when ``tta_flip`` and eval."""
+        logits = self.net(x)
+        if self.hparams.tta_flip and not self.training:
+            logits = (logits + self.net(x.flip(-1))) / 2
+        return logits
+
+    def _shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], split: str) -> dict[str, torch.Tensor]:
+        x, y = batch
+        logits = self(x)
+        # Label smoothing regularises training only; evaluation reports plain cross-entropy, the number to compare
+        # with ln(num_classes) and across recipes.
+        smoothing = self.hparams.label_smoothing if split == "train" else 0.0
+        loss = F.cross_entropy(logits, y, label_smoothing=smoothing)
+        metrics = self.metrics[f"{split}_"]
+        metrics.update(logits, y)
+        self.log(f"{split}/loss", loss, on_step=False, on_epoch=True, sync_dist=True)
+        self.log_dict(metrics, on_step=False, on_epoch=True)
+        if split == "train":
+            self.log("loss", loss, prog_bar=True, logger=False)  # running loss in the progress bar only
+        return {"loss": loss, "logits": logits.detach()}
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        """One optimisation step on a training batch; returns the loss and the logits."""
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        """Loss and accuracy of a validation batch."""
+        return self._shared_step(batch, "val")
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        """Loss and accuracy of a test batch."""
+        return self._shared_step(batch, "test")
+
+    def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        """Class probabilities (B, num_classes) of a batch of images (labels, if any, are ignored)."""
+        x = batch[0] if isinstance(batch, list | tuple) else batch
+        return self(x).softmax(dim=-1)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        """The optimiser and a per-step lr schedule sized from the trainer's total number of optimiser steps."""
+        hp = self.hparams
+        optimizer = build_optimizer(self.net, hp.optimizer, lr=hp.lr, weight_decay=hp.weight_decay,
+                                    momentum=hp.momentum, nesterov=hp.nesterov, betas=hp.betas)  # fmt: skip
+        total_steps = int(self.trainer.estimated_stepping_batches)
+        epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
+        steps_per_epoch = total_steps / epochs
+        scheduler = build_scheduler(optimizer, hp.schedule, total_steps=total_steps, steps_per_epoch=steps_per_epoch,
+                                    warmup_epochs=hp.warmup_epochs, step_epochs=hp.step_epochs or (), gamma=hp.gamma,
+                                    min_lr_ratio=hp.min_lr_ratio)  # fmt: skip
+        if scheduler is None:
+            return {"optimizer": optimizer}
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,195 @@
+"""``ninlab fit|validate|test|predict``: LightningCLI over :class:`NiNClassifier` and ninlab's image datamodule.
+
+Everything LightningCLI offers works (``-c recipe.yaml``, ``--print_config``, every ``--trainer.*`` flag); ninlab
+adds:
+
+* a default recipe: without ``-c/--config`` the packaged ``fast_fashion_mnist.yaml`` is used;
+* one directory per run, ``<trainer.default_root_dir>/<name>/<timestamp>/`` (``default_root_dir`` is ``runs`` by
+  default, ``name`` comes from the recipe), holding checkpoints (best by ``val/acc`` and ``last.ckpt``), CSV and
+  TensorBoard logs, the resolved ``config.yaml``, ``summary.json``, ``curves.png`` and ``confusion_matrix.png``;
+* ``--ckpt_path last`` resumes from the newest ``last.ckpt`` among the runs of the same name (into a new run dir);
+* after ``fit``, the best checkpoint is tested on the test split and the test accuracy printed;
+* guards that stop dead or diverged runs with advice, and images/s in the progress bar.
+
+Errors in arguments or configs become :class:`ConfigError` (one line) instead of argparse's usage dump.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import time
+import warnings
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+
+from jsonargparse import ArgumentError
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
+
+from ninlab.callbacks import DeadClassMapGuard, NonFiniteLossGuard, RunReport, ThroughputMeter
+from ninlab.data import ImageDataModule
+from ninlab.errors import ConfigError
+from ninlab.system import NiNClassifier
+
+__all__ = ["DEFAULT_RECIPE", "RUN_DIR_ENV", "SUBCOMMANDS", "NinlabCLI", "find_last_checkpoint", "recipe_path", "run"]
+
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
+DEFAULT_RECIPE = "fast_fashion_mnist"
+_DEFAULT_ROOT = "runs"
+RUN_DIR_ENV = "NINLAB_RUN_DIR"
+"""Environment variable naming the run directory; set, it is used as is (DDP's extra processes inherit it)."""
+
+
+def recipe_path(name: str) -> Path:
+    """Path of a recipe shipped with ninlab (``configs/<name>.yaml`` inside the package)."""
+    path = Path(str(resources.files("ninlab") / "configs" / f"{name}.yaml"))
+    if not path.is_file():
+        known = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise ConfigError(f"no recipe {name!r}; ninlab ships: {', '.join(known)}")
+    return path
+
+
+def find_last_checkpoint(root: str | Path, name: str) -> Path:
+    """The newest ``<root>/<name>/<run>/checkpoints/last.ckpt``; :class:`ConfigError` if there is none."""
+    candidates = sorted(Path(root, name).glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not candidates:
+        raise ConfigError(f"--ckpt_path last: no {Path(root, name, '*', 'checkpoints', 'last.ckpt')} to resume from; "
+                          "pass the path of a checkpoint instead")  # fmt: skip
+    return candidates[-1]
+
+
+def _new_run_dir(root: str | Path, name: str) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for attempt in range(1000):  # two runs started in the same second get -1, -2...
+        path = Path(root, name, stamp if attempt == 0 else f"{stamp}-{attempt}")
+        try:
+            path.mkdir(parents=True)
+            return path
+        except FileExistsError:
+            continue
+    raise ConfigError(f"cannot create a new run directory under {Path(root, name)}")
+
+
+def _loggers(run_dir: Path) -> list:
+    # The CSV logger comes first: its log_dir (= run_dir) becomes trainer.log_dir, where the config, checkpoints
+    # and the run record go.
+    return [CSVLogger(run_dir, name="", version=""), TensorBoardLogger(run_dir, name="tensorboard", version="")]
+
+
+def _first_as_list(pair: tuple) -> list[float]:
+    return [float(v) for v in pair[0]]
+
+
+def _second_as_list(pair: tuple) -> list[float]:
+    return [float(v) for v in pair[1]]
+
+
+class NinlabCLI(LightningCLI):
+    """LightningCLI with ninlab's run directories, data-to-model links, resume and test-after-fit."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """Add ``--name`` and link the data's classes, channels, size and normalisation into the model."""
+        parser.add_argument("--name", type=str, default="ninlab", help="run name: runs go to "
+                            "<trainer.default_root_dir>/<name>/<timestamp>")  # fmt: skip
+        for source, target in (("num_classes", "num_classes"), ("in_chans", "in_chans"), ("classes", "class_names"),
+                               ("input_size", "input_size")):  # fmt: skip
+            parser.link_arguments(f"data.{source}", f"model.{target}", apply_on="instantiate")
+        # One memory layout for weights and batches (Lightning also refuses differing hparams of the same name).
+        parser.link_arguments("data.channels_last", "model.channels_last")
+        # Stored in the checkpoint so prediction and export normalise images exactly as training did.
+        parser.link_arguments("data.mean_std", "model.mean", compute_fn=_first_as_list, apply_on="instantiate")
+        parser.link_arguments("data.mean_std", "model.std", compute_fn=_second_as_list, apply_on="instantiate")
+
+    def before_instantiate_classes(self) -> None:
+        """Resolve ``--ckpt_path last`` to the newest ``last.ckpt`` of the runs with this name."""
+        config = self.config[self.subcommand]
+        if config.get("ckpt_path") == "last":
+            config.ckpt_path = str(find_last_checkpoint(config.trainer.default_root_dir or _DEFAULT_ROOT, config.name))
+
+    def instantiate_trainer(self, **kwargs) -> Trainer:
+        """The trainer, writing into the run directory with CSV and TensorBoard loggers unless others are configured.
+
+        The run directory and loggers are passed here rather than written into the config, so the ``config.yaml``
+        saved in a run stays reusable (``ninlab test -c runs/.../config.yaml`` makes a new run, not a nested one).
+        """
+        config = self.config[self.subcommand]
+        # DDP re-runs this command in one process per extra device; they inherit the environment, so the run
+        # directory the first process creates is shared through RUN_DIR_ENV rather than created again.
+        run_dir = os.environ.get(RUN_DIR_ENV)
+        created = run_dir is None
+        if created:
+            # Created only now, after the model and data were built, so a bad option leaves no empty run directory.
+            run_dir = str(_new_run_dir(config.trainer.default_root_dir or _DEFAULT_ROOT, config.name))
+            os.environ[RUN_DIR_ENV] = run_dir
+        kwargs.setdefault("default_root_dir", run_dir)
+        if config.trainer.logger in (None, True):
+            kwargs.setdefault("logger", _loggers(Path(run_dir)))
+        try:
+            return super().instantiate_trainer(**kwargs)
+        except MisconfigurationException as error:  # contradictory trainer flags
+            if created:
+                shutil.rmtree(run_dir, ignore_errors=True)
+                with contextlib.suppress(OSError):  # the run name's folder too, unless other runs live there
+                    Path(run_dir).parent.rmdir()
+            raise ConfigError(" ".join(str(error).split())) from error
+
+    def after_fit(self) -> None:
+        """Test the best checkpoint (the last weights under ``fast_dev_run``) and print the test accuracy."""
+        trainer = self.trainer
+        if trainer.interrupted:
+            return
+        checkpoint = trainer.checkpoint_callback
+        ckpt_path = "best" if checkpoint is not None and getattr(checkpoint, "best_model_path", "") else None
+        results = trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path, verbose=False)
+        accuracy = results[0]["test/acc"] if results else float("nan")
+        if trainer.is_global_zero:
+            tested = trainer.ckpt_path or "last weights"
+            print(f"test accuracy {accuracy:.4f} ({tested}); run: {RunReport.run_dir(trainer)}")
+
+
+def _callbacks() -> list:
+    # Persistent callbacks (not configurable away): a fresh set per run, so runs in one process never share state.
+    checkpoint = ModelCheckpoint(monitor="val/acc", mode="max", save_top_k=1, save_last=True,
+                                 filename="epoch{epoch:02d}-val_acc{val/acc:.4f}",
+                                 auto_insert_metric_name=False)  # fmt: skip
+    guards = [DeadClassMapGuard(), NonFiniteLossGuard()]
+    return [checkpoint, LearningRateMonitor(), ThroughputMeter(), RunReport(), *guards]
+
+
+def _with_default_recipe(argv: list[str]) -> list[str]:
+    if any(arg in ("-c", "--config") or arg.startswith("--config=") for arg in argv[1:]):
+        return argv
+    return [argv[0], "--config", str(recipe_path(DEFAULT_RECIPE)), *argv[1:]]
+
+
+def run(argv: Sequence[str]) -> int:
+    """Run ``ninlab fit|validate|test|predict ...`` (``argv[0]`` is the subcommand) and return the exit code.
+
+    Raises:
+        ConfigError: An unknown option, a malformed config or a value the model or data rejects.
+    """
+    argv = _with_default_recipe(list(argv))
+    inherited_run_dir = RUN_DIR_ENV in os.environ
+    # Parse errors raise instead of printing usage and exiting, so they become one ConfigError line.
+    parser_kwargs = {"prog": "ninlab", "exit_on_error": False, **{cmd: {"exit_on_error": False} for cmd in SUBCOMMANDS}}
+    try:
+        with warnings.catch_warnings():
+            # argv is the real command line minus "ninlab", so LightningCLI's "args and sys.argv both given" is noise.
+            warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+            NinlabCLI(NiNClassifier, ImageDataModule, args=argv, parser_kwargs=parser_kwargs,
+                      trainer_defaults={"callbacks": _callbacks()}, save_config_kwargs={"overwrite": True},
+                      auto_configure_optimizers=False, load_from_checkpoint_support=False)  # fmt: skip
+    except ArgumentError as error:
+        raise ConfigError(" ".join(str(error).split())) from error
+    except SystemExit as exit_:  # --help and --print_config exit through argparse
+        return exit_.code if isinstance(exit_.code, int) else 0
+    finally:
+        if not inherited_run_dir:  # the next command in this process gets its own run directory
+            os.environ.pop(RUN_DIR_ENV, None)
+    return 0

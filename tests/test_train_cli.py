@@ -1,0 +1,233 @@
+"""``ninlab fit|test|export|predict-images`` end to end: recipes, run directories, resume, ONNX, prediction, errors."""
+
+import gzip
+import json
+import os
+import pickle
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+import pytest
+import torch
+from PIL import Image
+
+from ninlab.checkpoint import load_classifier
+from ninlab.cli import main
+from ninlab.errors import CheckpointError
+from ninlab.export import export_onnx
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = sorted(p.stem for p in (ROOT / "configs").glob("*.yaml"))
+QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+
+
+def _write_idx(folder: Path, n_train: int = 96, n_test: int = 40, seed: int = 0) -> None:
+    """Official-format Fashion-MNIST files with learnable images: class k is a bright horizontal band at row 2k."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        images = rng.integers(0, 60, (n, 28, 28), dtype=np.uint8)
+        for i, label in enumerate(labels):
+            images[i, 2 * label + 4 : 2 * label + 7] = 255
+        for kind, array in (("images", images), ("labels", labels)):
+            header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+            name = f"{prefix}-{kind}-idx{array.ndim}-ubyte.gz"
+            (folder / name).write_bytes(gzip.compress(header + array.tobytes()))
+
+
+def _write_cifar(folder: Path, per_batch: int = 8, seed: int = 0) -> None:
+    """A tiny CIFAR-10 in the official python format (pickled dicts of uint8 N x 3072 data and label lists)."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        data = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
+        batch = {"data": data, "labels": [int(v) for v in np.arange(per_batch) % 10]}
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=3))
+    meta = {"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]}
+    (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=3))
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    _write_idx(root / "fashion-mnist")
+    _write_cifar(root / "cifar-10-batches-py")
+    return root
+
+
+def _fit_args(root: Path, runs: Path, *extra: str) -> list[str]:
+    return ["fit", "--data.root", str(root), "--data.val_size", "16", "--data.batch_size", "16",
+            "--trainer.default_root_dir", str(runs), *QUIET, *extra]  # fmt: skip
+
+
+def _only_run(runs: Path) -> Path:
+    (run,) = [p for p in runs.glob("*/*") if p.is_dir()]
+    return run
+
+
+@pytest.fixture(scope="module")
+def trained_run(data_root, tmp_path_factory) -> Path:
+    """One short ``ninlab fit`` of the default recipe on the tiny data; its run directory."""
+    runs = tmp_path_factory.mktemp("runs")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("NINLAB_DATA", str(tmp_path_factory.mktemp("cache")))
+        assert main(_fit_args(data_root, runs, "--trainer.max_epochs", "2", "--trainer.log_every_n_steps", "1")) == 0
+    return _only_run(runs)
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_every_recipe_runs_fast_dev_run(recipe, data_root, tmp_path):
+    assert {"d2l_fashion_mnist", "fast_fashion_mnist", "lightning_cifar10", "paper_cifar10"} <= set(RECIPES)
+    args = _fit_args(data_root, tmp_path, "--trainer.fast_dev_run", "1")
+    assert main([args[0], "-c", str(ROOT / "configs" / f"{recipe}.yaml"), *args[1:]]) == 0
+    summary = json.loads((_only_run(tmp_path) / "summary.json").read_text())
+    assert summary["test_images"] > 0 and 0 <= summary["test_acc"] <= 1
+
+
+def test_run_directory_holds_the_whole_record(trained_run, capsys):
+    files = {p.relative_to(trained_run).as_posix() for p in trained_run.rglob("*") if p.is_file()}
+    assert {"config.yaml", "metrics.csv", "curves.png", "confusion_matrix.png", "summary.json",
+            "checkpoints/last.ckpt"} <= files  # fmt: skip
+    assert any(f.startswith("checkpoints/epoch") for f in files)
+    assert any(f.startswith("tensorboard/events.out.tfevents") for f in files)
+    summary = json.loads((trained_run / "summary.json").read_text())
+    assert summary["epochs"] == 2 and summary["train_images_per_s"] > 0 and summary["wall_s"] > 0
+    assert {"test_acc", "val_acc", "versions", "machine"} <= set(summary)
+    assert set(summary["versions"]) == {"python", "torch", "lightning", "ninlab"}
+    assert summary["machine"]["cpu_count"] >= 1
+    header = (trained_run / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"train/loss", "train/acc", "val/loss", "val/acc", "test/acc", "lr-SGD/pg1"} <= set(header)
+
+
+def test_checkpoints_are_plain_data_with_class_names(trained_run):
+    checkpoint = torch.load(trained_run / "checkpoints" / "last.ckpt", weights_only=True)
+    hparams = checkpoint["hyper_parameters"]
+    assert hparams["class_names"][0] == "T-shirt/top" and hparams["input_size"] == (1, 28, 28)
+    assert hparams["num_classes"] == 10 and len(hparams["mean"]) == 1
+
+
+def test_resume_from_last_continues_the_newest_run(trained_run, data_root):
+    runs = trained_run.parents[1]
+    args = _fit_args(data_root, runs, "--trainer.max_epochs", "3", "--ckpt_path", "last")
+    assert main(args) == 0
+    resumed = max(p for p in runs.glob("*/*") if p.is_dir())
+    assert resumed != trained_run
+    summary = json.loads((resumed / "summary.json").read_text())
+    assert summary["epochs"] == 3 and summary["steps"] == 3 * (96 - 16) // 16
+
+
+def test_test_subcommand_with_the_saved_config(trained_run, tmp_path):
+    best = next((trained_run / "checkpoints").glob("epoch*.ckpt"))
+    args = ["test", "-c", str(trained_run / "config.yaml"), "--ckpt_path", str(best),
+            "--trainer.default_root_dir", str(tmp_path), *QUIET]  # fmt: skip
+    assert main(args) == 0
+    assert json.loads((_only_run(tmp_path) / "summary.json").read_text())["test_images"] == 40
+
+
+def test_export_onnx_matches_pytorch(trained_run, tmp_path, capsys):
+    output = tmp_path / "model.onnx"
+    assert main(["export", str(trained_run / "checkpoints" / "last.ckpt"), "--output", str(output)]) == 0
+    assert "max abs diff" in capsys.readouterr().out
+    model = load_classifier(trained_run / "checkpoints" / "last.ckpt")
+    session = onnxruntime.InferenceSession(str(output), providers=["CPUExecutionProvider"])
+    x = torch.randn(5, 1, 28, 28)
+    (logits,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    with torch.no_grad():
+        np.testing.assert_allclose(logits, model(x).numpy(), atol=1e-4)
+    metadata = session.get_modelmeta().custom_metadata_map
+    assert json.loads(metadata["class_names"])[1] == "Trouser"
+
+
+def test_export_leaves_no_file_when_onnxruntime_disagrees(trained_run, tmp_path, monkeypatch):
+    class Skewed(onnxruntime.InferenceSession):
+        def run(self, *args, **kwargs):
+            return [out + 1.0 for out in super().run(*args, **kwargs)]
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", Skewed)
+    with pytest.raises(CheckpointError, match="differ from PyTorch's by 1"):
+        export_onnx(load_classifier(trained_run / "checkpoints" / "last.ckpt"), tmp_path / "model.onnx")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_predict_images_prints_top_k(trained_run, tmp_path, capsys):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for label in (1, 7):
+        pixels = np.full((28, 28), 30, dtype=np.uint8)
+        pixels[2 * label + 4 : 2 * label + 7] = 255
+        Image.fromarray(pixels).save(folder / f"band{label}.png")
+    ckpt = str(trained_run / "checkpoints" / "last.ckpt")
+    assert main(["predict-images", ckpt, str(folder), "--top-k", "3", "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [Path(r["file"]).name for r in rows] == ["band1.png", "band7.png"]
+    for row in rows:
+        probs = [t["probability"] for t in row["top"]]
+        assert len(probs) == 3 and probs == sorted(probs, reverse=True) and sum(probs) <= 1 + 1e-6
+        assert all(t["class"] in load_classifier(ckpt).class_names for t in row["top"])
+    assert main(["predict-images", ckpt, str(folder / "band1.png"), "--format", "csv", "-k", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "file,rank,class,probability" and len(lines) == 3
+    assert main(["predict-images", ckpt, str(folder)]) == 0
+    assert "%" in capsys.readouterr().out
+
+
+def test_print_config_shows_the_default_recipe(capsys):
+    assert main(["fit", "--print_config"]) == 0
+    out = capsys.readouterr().out
+    assert "name: fast_fashion_mnist" in out and "model: nin_fast" in out
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [(["--model.model", "resnet"], "unknown model 'resnet'"), (["--model.lr", "-1"], "lr must be a positive"),
+     (["--trainer.no_such_flag", "1"], "no_such_flag"), (["--model.optimizer", "lbfgs"], "unknown optimizer"),
+     (["--trainer.enable_checkpointing", "false"], "enable_checkpointing=False")],
+)  # fmt: skip
+def test_cli_errors_are_one_line(extra, message, data_root, tmp_path, capsys):
+    assert main(_fit_args(data_root, tmp_path, *extra)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ninlab: error:") and message in err[0]
+    assert not list(tmp_path.rglob("*")), "a rejected command must leave no run directory"
+
+
+def test_missing_checkpoint_is_one_line(tmp_path, capsys):
+    assert main(["export", str(tmp_path / "none.ckpt")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_ddp_on_cpu_shares_one_run_directory(data_root, tmp_path):
+    """Two gloo processes (``--trainer.strategy ddp``) write one run; the test confusion matrix covers both shards.
+
+    DDP re-runs the command line for its second process, so this runs ``python -m ninlab.cli`` in a subprocess.
+    """
+    args = _fit_args(data_root, tmp_path, "--trainer.max_epochs", "1", "--trainer.accelerator", "cpu",
+                     "--trainer.strategy", "ddp", "--trainer.devices", "2", "--data.batch_size", "8")  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    done = subprocess.run([sys.executable, "-m", "ninlab.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=240, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("test accuracy") == 1
+    summary = json.loads((_only_run(tmp_path) / "summary.json").read_text())
+    assert summary["test_images"] == 40
+
+
+def test_resume_last_without_a_previous_run_is_one_line(tmp_path, capsys):
+    assert main(["fit", "--ckpt_path", "last", "--trainer.default_root_dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no " in err[0] and "last.ckpt to resume from" in err[0]
+
+
+def test_default_recipe_learns_real_fashion_mnist(real_data_dir, tmp_path, capsys):
+    """A 6,000-image, 3-epoch ``ninlab fit`` of the default recipe reaches >= 80% on the official 10,000 test images."""
+    args = ["fit", "--data.root", str(real_data_dir), "--data.limit_train", "6000", "--data.val_size", "1000",
+            "--trainer.max_epochs", "3", "--trainer.default_root_dir", str(tmp_path), *QUIET]  # fmt: skip
+    assert main(args) == 0
+    assert "test accuracy" in capsys.readouterr().out
+    summary = json.loads((_only_run(tmp_path) / "summary.json").read_text())
+    assert summary["test_images"] == 10_000
+    assert summary["test_acc"] >= 0.80, summary
