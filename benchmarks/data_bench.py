@@ -50,9 +50,11 @@ def main() -> None:
             dm.on_after_batch_transfer(batch, 0)
 
     results = []
-    for name, fn, target in (("decode Fashion-MNIST train from .gz", decode, 3.0),
-                             ("load Fashion-MNIST train from cache", cached, 0.5),
-                             ("one augmented epoch, 55,000 images 28x28", epoch, 2.0)):
+    for name, fn, target in (
+        ("decode Fashion-MNIST train from .gz", decode, 3.0),
+        ("load Fashion-MNIST train from cache", cached, 0.5),
+        ("one augmented epoch, 55,000 images 28x28", epoch, 2.0),
+    ):
         times = []
         for _ in range(args.repeats):
             start = time.perf_counter()

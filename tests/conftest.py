@@ -15,9 +15,14 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path_factory, monkeypatch) -> Path:
-    """Point $NINLAB_DATA at a fresh temporary dir so no test reads or writes the user's cache."""
+    """Point $NINLAB_DATA at a fresh temporary dir so no test reads or writes the user's cache.
+
+    The system data dirs (Debian's /usr/share/datasets) are emptied too, so a test sees the same sources on a
+    machine with dataset-fashion-mnist installed as on one without.
+    """
     cache = tmp_path_factory.mktemp("ninlab-cache")
     monkeypatch.setenv("NINLAB_DATA", str(cache))
+    monkeypatch.setattr("ninlab.data.locate.SYSTEM_DIRS", (tmp_path_factory.mktemp("system-datasets"),))
     return cache
 
 

@@ -18,8 +18,12 @@ from ninlab.errors import DataError
 
 def batch(n, key="labels", num_classes=10, seed=0):
     rng = np.random.default_rng(seed)
-    return {b"batch_label": b"test", key.encode(): list(rng.integers(0, num_classes, n).tolist()),
-            b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), b"filenames": [b"x.png"] * n}
+    return {
+        b"batch_label": b"test",
+        key.encode(): list(rng.integers(0, num_classes, n).tolist()),
+        b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+        b"filenames": [b"x.png"] * n,
+    }
 
 
 def cifar_members(spec):
@@ -28,8 +32,11 @@ def cifar_members(spec):
         members["test_batch"] = batch(3, seed=9)
         members["batches.meta"] = {b"label_names": [f"c{i}".encode() for i in range(10)], b"num_vis": 3072}
     else:
-        members = {"train": batch(6, "fine_labels", 100), "test": batch(2, "fine_labels", 100, seed=1),
-                   "meta": {b"fine_label_names": [f"f{i}".encode() for i in range(100)]}}
+        members = {
+            "train": batch(6, "fine_labels", 100),
+            "test": batch(2, "fine_labels", 100, seed=1),
+            "meta": {b"fine_label_names": [f"f{i}".encode() for i in range(100)]},
+        }
     # Protocol 3 writes the same globals as the official Python 2 pickles (numpy's reconstructor, ndarray, dtype).
     return {name: pickle.dumps(value, protocol=3) for name, value in members.items()}
 
@@ -112,10 +119,14 @@ def test_archive_with_unsafe_member_paths_is_refused(tmp_path, member):
         (lambda m: m.pop("data_batch_3"), "data_batch_3"),
         (lambda m: m.update(data_batch_2=b"not a pickle"), "data_batch_2"),
         (lambda m: m.update(test_batch=pickle.dumps([1, 2], protocol=3)), "expected a dict"),
-        (lambda m: m.update(data_batch_1=pickle.dumps({b"data": np.zeros((2, 10), np.uint8), b"labels": [0, 1]})),
-         "N x 3072"),
-        (lambda m: m.update(data_batch_1=pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0]})),
-         "expected 2 labels"),
+        (
+            lambda m: m.update(data_batch_1=pickle.dumps({b"data": np.zeros((2, 10), np.uint8), b"labels": [0, 1]})),
+            "N x 3072",
+        ),
+        (
+            lambda m: m.update(data_batch_1=pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0]})),
+            "expected 2 labels",
+        ),
     ],
 )
 def test_malformed_batches_raise(tmp_path, isolated_cache, change, message):

@@ -46,8 +46,9 @@ def test_root_may_be_the_dataset_folder_itself(tmp_path, write_mnist):
         ("train-images-idx3-ubyte", lambda b: b[:6], "header"),
     ],
 )
-def test_bad_idx_files_raise_naming_the_file_and_cache_nothing(tmp_path, write_mnist, isolated_cache, name, make,
-                                                             message):
+def test_bad_idx_files_raise_naming_the_file_and_cache_nothing(
+    tmp_path, write_mnist, isolated_cache, name, make, message
+):
     write_mnist(tmp_path, gz=False)
     path = tmp_path / name
     path.write_bytes(make(path.read_bytes()))

@@ -122,9 +122,14 @@ def test_folder_uses_most_common_size_and_mode(tmp_path):
         load_dataset("folder", "test", root=tmp_path)
 
 
-@pytest.mark.parametrize(("name", "data", "message"), [("bad.png", b"", "empty file"),
-                                                      ("bad.png", b"not an image", "Pillow"),
-                                                      ("notes.txt", b"hello", "expected only images")])
+@pytest.mark.parametrize(
+    ("name", "data", "message"),
+    [
+        ("bad.png", b"", "empty file"),
+        ("bad.png", b"not an image", "Pillow"),
+        ("notes.txt", b"hello", "expected only images"),
+    ],
+)
 def test_folder_bad_files_raise_naming_the_file(tmp_path, isolated_cache, name, data, message):
     write_image(tmp_path / "cat" / "ok.png")
     (tmp_path / "cat" / name).write_bytes(data)
@@ -148,4 +153,3 @@ def test_digits_split():
     assert train.images.max() == 255 and train.images.dtype == torch.uint8
     assert torch.bincount(test.labels).min() >= 35  # stratified
     assert torch.equal(load_dataset("digits", "test").images, test.images)  # deterministic
-

@@ -12,8 +12,11 @@ __all__ = ["add_arguments", "run"]
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``datasets`` options to ``parser``."""
-    parser.add_argument("--root", default=None, help="directory to search first (as --data.root); "
-                        "also the image folder for the 'folder' dataset")
+    parser.add_argument(
+        "--root",
+        default=None,
+        help="directory to search first (as --data.root); also the image folder for the 'folder' dataset",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -24,8 +27,10 @@ def run(args: argparse.Namespace) -> int:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[-1])
-    print(f"\ncache dir: {cache_dir()} (set $NINLAB_DATA to move it); missing datasets: pass --root DIR, put the "
-          "files in the cache dir, or train with --data.download true")
+    print(
+        f"\ncache dir: {cache_dir()} (set $NINLAB_DATA to move it); missing datasets: pass --root DIR, put the "
+        "files in the cache dir, or train with --data.download true"
+    )
     return 0
 
 
@@ -47,6 +52,9 @@ def _row(name: str, root: str | None) -> tuple[str, str, str, str, str]:
         counts[split] = f"{len(imageset):,}"
         states.append(imageset.checksum)
         location = str(imageset.source or "bundled with scikit-learn")
-    checksum = "mismatch" if "mismatch" in states else ("verified" if states and set(states) == {"verified"}
-                                                         else ("not checked" if states else "-"))
+    checksum = (
+        "mismatch"
+        if "mismatch" in states
+        else ("verified" if states and set(states) == {"verified"} else ("not checked" if states else "-"))
+    )
     return (name, counts["train"], counts["test"], checksum, location)

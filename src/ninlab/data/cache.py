@@ -83,9 +83,15 @@ def _read(entry: Path, name: str, split: str) -> ImageSet | None:
     if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
         return None
     source = payload["source"]
-    return ImageSet(name=name, split=split, images=payload["images"], labels=payload["labels"],
-                    classes=list(payload["classes"]), source=Path(source) if source else None,
-                    checksum=payload["checksum"])
+    return ImageSet(
+        name=name,
+        split=split,
+        images=payload["images"],
+        labels=payload["labels"],
+        classes=list(payload["classes"]),
+        source=Path(source) if source else None,
+        checksum=payload["checksum"],
+    )
 
 
 def _write(entry: Path, imageset: ImageSet) -> None:

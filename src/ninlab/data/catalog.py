@@ -42,8 +42,12 @@ _INFO = {
         DatasetInfo("cifar10", "CIFAR-10, 32x32 RGB, 10 classes, 50,000/10,000", hflip=True),
         DatasetInfo("cifar100", "CIFAR-100 (fine labels), 32x32 RGB, 100 classes, 50,000/10,000", hflip=True),
         DatasetInfo("digits", "scikit-learn digits, 8x8 grey, 10 classes, 1,437/360 (bundled, offline)", hflip=False),
-        DatasetInfo("folder", "your images in root/<class>/ (optionally root/train/ and root/test/)", hflip=True,
-                    needs_root=True),
+        DatasetInfo(
+            "folder",
+            "your images in root/<class>/ (optionally root/train/ and root/test/)",
+            hflip=True,
+            needs_root=True,
+        ),
     )
 }
 

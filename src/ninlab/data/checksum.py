@@ -39,8 +39,10 @@ def enforcer(verify: bool | None, origin: str):
 
     def accept(imageset: ImageSet) -> None:
         if strict and imageset.checksum == "mismatch":
-            raise DataError(f"{imageset.source}: expected the official {imageset.name} {imageset.split} data "
-                            "(md5 match), found different content; download it again, or pass verify=False "
-                            "to use a modified copy")
+            raise DataError(
+                f"{imageset.source}: expected the official {imageset.name} {imageset.split} data "
+                "(md5 match), found different content; download it again, or pass verify=False "
+                "to use a modified copy"
+            )
 
     return accept

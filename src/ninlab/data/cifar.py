@@ -115,8 +115,10 @@ class _CifarUnpickler(pickle.Unpickler):
         try:
             return _ALLOWED_GLOBALS[(module, name)]
         except KeyError:
-            raise DataError(f"{self.where}: expected a CIFAR batch holding only numpy arrays, lists and strings, "
-                            f"found a reference to {module}.{name}; the file was tampered with, delete it") from None
+            raise DataError(
+                f"{self.where}: expected a CIFAR batch holding only numpy arrays, lists and strings, "
+                f"found a reference to {module}.{name}; the file was tampered with, delete it"
+            ) from None
 
 
 def load_cifar(
@@ -163,8 +165,10 @@ def read_cifar(spec: CifarDataset, split: str, source: Path, strict: bool = True
     verified = all(md5_bytes(raw[name]) == spec.member_md5[name] for name in names)
     if strict and not verified:
         bad = next(name for name in names if md5_bytes(raw[name]) != spec.member_md5[name])
-        raise DataError(f"{source}: expected the official {spec.name} member {bad} (md5 {spec.member_md5[bad]}), "
-                        f"found different content; download {spec.archive} again, or pass verify=False")
+        raise DataError(
+            f"{source}: expected the official {spec.name} member {bad} (md5 {spec.member_md5[bad]}), "
+            f"found different content; download {spec.archive} again, or pass verify=False"
+        )
     meta = _unpickle(raw[spec.meta], f"{source}:{spec.meta}")
     classes = [_text(name) for name in _field(meta, spec.names_key, f"{source}:{spec.meta}")]
     images, labels = [], []
@@ -180,9 +184,15 @@ def read_cifar(spec: CifarDataset, split: str, source: Path, strict: bool = True
             raise DataError(f"{where}: expected {len(data)} labels, found {batch_labels.shape}; the batch is corrupt")
         images.append(data.reshape(-1, 3, 32, 32))
         labels.append(batch_labels.astype(np.int64))
-    return ImageSet(name=spec.name, split=split, images=torch.from_numpy(np.concatenate(images)),
-                    labels=torch.from_numpy(np.concatenate(labels)), classes=classes, source=source,
-                    checksum="verified" if verified else "mismatch")
+    return ImageSet(
+        name=spec.name,
+        split=split,
+        images=torch.from_numpy(np.concatenate(images)),
+        labels=torch.from_numpy(np.concatenate(labels)),
+        classes=classes,
+        source=source,
+        checksum="verified" if verified else "mismatch",
+    )
 
 
 def _read_folder(folder: Path, names: list[str]) -> dict[str, bytes]:
@@ -191,8 +201,9 @@ def _read_folder(folder: Path, names: list[str]) -> dict[str, bytes]:
         try:
             raw[name] = (folder / name).read_bytes()
         except OSError as error:
-            raise DataError(f"{folder / name}: expected a CIFAR batch file, found {error}; extract the official "
-                            "archive again") from error
+            raise DataError(
+                f"{folder / name}: expected a CIFAR batch file, found {error}; extract the official archive again"
+            ) from error
     return raw
 
 
@@ -209,8 +220,10 @@ def _read_archive(archive: Path, folder: str, names: list[str]) -> dict[str, byt
         raise DataError(f"{archive}: expected a readable .tar.gz archive, found {error}; download it again") from error
     missing = [name for name in names if name not in raw]
     if missing:
-        raise DataError(f"{archive}: expected members {', '.join(f'{folder}/{m}' for m in missing)}, found none; "
-                        "this is not the official python-version archive")
+        raise DataError(
+            f"{archive}: expected members {', '.join(f'{folder}/{m}' for m in missing)}, found none; "
+            "this is not the official python-version archive"
+        )
     return raw
 
 
@@ -221,8 +234,10 @@ def _screen(member: tarfile.TarInfo, archive: Path) -> None:
             raise tarfile.AbsolutePathError(member)
         tarfile.data_filter(member, str(archive.parent))
     except tarfile.FilterError as error:
-        raise DataError(f"{archive}: expected archive members inside one folder, found unsafe member "
-                        f"{member.name!r} ({error}); the archive was tampered with, delete it") from None
+        raise DataError(
+            f"{archive}: expected archive members inside one folder, found unsafe member "
+            f"{member.name!r} ({error}); the archive was tampered with, delete it"
+        ) from None
 
 
 def _unpickle(data: bytes, where: str):

@@ -82,9 +82,14 @@ class ImageDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         info = dataset_info(dataset)
-        for name, value, low in (("batch_size", batch_size, 1), ("val_size", val_size, 0),
-                                 ("crop_padding", crop_padding, 0), ("num_workers", num_workers, 0),
-                                 ("image_size", image_size, 1), ("limit_train", limit_train, 1)):
+        for name, value, low in (
+            ("batch_size", batch_size, 1),
+            ("val_size", val_size, 0),
+            ("crop_padding", crop_padding, 0),
+            ("num_workers", num_workers, 0),
+            ("image_size", image_size, 1),
+            ("limit_train", limit_train, 1),
+        ):
             if value is not None and value < low:
                 raise ConfigError(f"{name} must be >= {low}, found {value}; pass a value of at least {low}")
         if normalize not in ("dataset", "half", "none"):
@@ -139,8 +144,15 @@ class ImageDataModule(L.LightningDataModule):
         return self._load("train")
 
     def _load(self, split: str) -> ImageSet:
-        return load_dataset(self.dataset, split, self.root, self.download, verify=self.verify,
-                            image_size=self.folder_image_size, channels=self.channels)
+        return load_dataset(
+            self.dataset,
+            split,
+            self.root,
+            self.download,
+            verify=self.verify,
+            image_size=self.folder_image_size,
+            channels=self.channels,
+        )
 
     # --- Lightning hooks ---
 
@@ -167,8 +179,10 @@ class ImageDataModule(L.LightningDataModule):
     def _split_train(self) -> None:
         full = self._train_set
         if self.val_size >= len(full):
-            raise ConfigError(f"val_size must be below the {len(full)} training images of {self.dataset}, found "
-                              f"{self.val_size}; lower --data.val_size")
+            raise ConfigError(
+                f"val_size must be below the {len(full)} training images of {self.dataset}, found "
+                f"{self.val_size}; lower --data.val_size"
+            )
         order = torch.randperm(len(full), generator=torch.Generator().manual_seed(self.seed))
         val, train = order[: self.val_size], order[self.val_size :]
         if self.limit_train is not None:

@@ -20,11 +20,16 @@ def load_digits_split(split: str) -> ImageSet:
     from sklearn.model_selection import train_test_split
 
     bunch = load_digits()
-    train, test = train_test_split(np.arange(len(bunch.target)), test_size=DIGITS_TEST_SIZE,
-                                   stratify=bunch.target, random_state=DIGITS_SEED)
+    train, test = train_test_split(
+        np.arange(len(bunch.target)), test_size=DIGITS_TEST_SIZE, stratify=bunch.target, random_state=DIGITS_SEED
+    )
     # Sorted so the order follows the bundled file and does not depend on the splitter's shuffling.
     index = np.sort(train if split == "train" else test)
     images = np.rint(bunch.images[index] * (255 / 16)).astype(np.uint8)
-    return ImageSet(name="digits", split=split, images=torch.from_numpy(images).unsqueeze(1),
-                    labels=torch.from_numpy(bunch.target[index].astype(np.int64)),
-                    classes=[str(digit) for digit in range(10)])
+    return ImageSet(
+        name="digits",
+        split=split,
+        images=torch.from_numpy(images).unsqueeze(1),
+        labels=torch.from_numpy(bunch.target[index].astype(np.int64)),
+        classes=[str(digit) for digit in range(10)],
+    )

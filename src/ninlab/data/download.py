@@ -41,13 +41,17 @@ def download_file(url: str, dest: Path, md5: str) -> Path:
                     digest.update(chunk)
                     bar.update(len(chunk))
         if digest.hexdigest() != md5:
-            raise DataError(f"{url}: expected md5 {md5}, downloaded a file with md5 {digest.hexdigest()}; "
-                            f"the server sent something else, retry later or fetch {dest.name} by hand")
+            raise DataError(
+                f"{url}: expected md5 {md5}, downloaded a file with md5 {digest.hexdigest()}; "
+                f"the server sent something else, retry later or fetch {dest.name} by hand"
+            )
         os.replace(tmp, dest)
     except (OSError, urllib.error.URLError) as error:
         tmp.unlink(missing_ok=True)
-        raise DataError(f"{url}: expected to download {dest.name}, failed with {error}; check the network, "
-                        f"or put the file in {dest.parent} yourself") from error
+        raise DataError(
+            f"{url}: expected to download {dest.name}, failed with {error}; check the network, "
+            f"or put the file in {dest.parent} yourself"
+        ) from error
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

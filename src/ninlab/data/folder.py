@@ -54,12 +54,16 @@ def load_folder(
     base = Path(root).expanduser()
     folder = base / split if (base / split).is_dir() else base
     if split != "train" and folder == base:
-        raise DataNotFoundError(f"{base}: expected a {split}/ folder of class folders for the {split} split, found "
-                                f"none; add {base / split}/<class>/ images or train only on {base}")
+        raise DataNotFoundError(
+            f"{base}: expected a {split}/ folder of class folders for the {split} split, found "
+            f"none; add {base / split}/<class>/ images or train only on {base}"
+        )
     classes = sorted(p.name for p in _visible(folder) if p.is_dir()) if folder.is_dir() else []
     if not classes:
-        raise DataNotFoundError(f"{folder}: expected one folder per class holding images (root/<class>/*.png), "
-                                "found none; pass --data.root pointing at such a folder")
+        raise DataNotFoundError(
+            f"{folder}: expected one folder per class holding images (root/<class>/*.png), "
+            "found none; pass --data.root pointing at such a folder"
+        )
     files, labels = [], []
     for label, name in enumerate(classes):
         found = _image_files(folder / name)
@@ -69,8 +73,14 @@ def load_folder(
 
     def build() -> ImageSet:
         images = _decode_all(files, image_size, channels)
-        return ImageSet(name="folder", split=split, images=images, labels=torch.tensor(labels, dtype=torch.int64),
-                        classes=classes, source=folder)
+        return ImageSet(
+            name="folder",
+            split=split,
+            images=images,
+            labels=torch.tensor(labels, dtype=torch.int64),
+            classes=classes,
+            source=folder,
+        )
 
     return load_or_build("folder", split, files, options, build, accept=lambda imageset: None)
 
@@ -117,8 +127,10 @@ def _image_files(folder: Path) -> list[Path]:
         elif path.suffix.lower() in IMAGE_SUFFIXES:
             files.append(path)
         else:
-            raise DataError(f"{path}: expected only images ({', '.join(IMAGE_SUFFIXES)}) in {folder}, found "
-                            f"a {path.suffix or 'suffix-less'} file; move it out of the dataset folder")
+            raise DataError(
+                f"{path}: expected only images ({', '.join(IMAGE_SUFFIXES)}) in {folder}, found "
+                f"a {path.suffix or 'suffix-less'} file; move it out of the dataset folder"
+            )
     return files
 
 
@@ -154,6 +166,7 @@ def _decode_all(files: list[Path], image_size: Size | None, channels: int | None
                     image = image.resize((width, height), Image.Resampling.BILINEAR)
                 out[i] = np.asarray(image).reshape(height, width, channels)
             except (OSError, ValueError, SyntaxError) as error:
-                raise DataError(f"{path}: expected a decodable image, found {error}; the file is damaged, "
-                                "re-export it") from error
+                raise DataError(
+                    f"{path}: expected a decodable image, found {error}; the file is damaged, re-export it"
+                ) from error
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()

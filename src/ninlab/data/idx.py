@@ -38,8 +38,10 @@ def read_idx_bytes(path: Path) -> bytes:
                 return file.read()
         return path.read_bytes()
     except (OSError, EOFError, zlib.error) as error:
-        raise DataError(f"{path}: expected a readable{' gzip' if path.suffix == '.gz' else ''} IDX file, "
-                        f"found {error}; the file is damaged, download it again") from error
+        raise DataError(
+            f"{path}: expected a readable{' gzip' if path.suffix == '.gz' else ''} IDX file, "
+            f"found {error}; the file is damaged, download it again"
+        ) from error
 
 
 def decode_idx(data: bytes, path: Path, ndim: int) -> np.ndarray:
@@ -59,11 +61,15 @@ def decode_idx(data: bytes, path: Path, ndim: int) -> np.ndarray:
         raise DataError(f"{path}: expected an IDX file starting with two zero bytes, found {found}; not an IDX file")
     code, dims = data[2], data[3]
     if code not in _DTYPES:
-        raise DataError(f"{path}: expected an IDX dtype code among {', '.join(f'0x{c:02x}' for c in _DTYPES)}, "
-                        f"found 0x{code:02x}; the file is corrupt")
+        raise DataError(
+            f"{path}: expected an IDX dtype code among {', '.join(f'0x{c:02x}' for c in _DTYPES)}, "
+            f"found 0x{code:02x}; the file is corrupt"
+        )
     if dims != ndim:
-        raise DataError(f"{path}: expected an IDX file with {ndim} dimension(s), found {dims}; "
-                        "images and labels may be swapped or the file is corrupt")
+        raise DataError(
+            f"{path}: expected an IDX file with {ndim} dimension(s), found {dims}; "
+            "images and labels may be swapped or the file is corrupt"
+        )
     header = 4 + 4 * dims
     if len(data) < header:
         raise DataError(f"{path}: expected a {header}-byte IDX header, found {len(data)} bytes; the file is truncated")
@@ -72,6 +78,8 @@ def decode_idx(data: bytes, path: Path, ndim: int) -> np.ndarray:
     expected = header + int(np.prod(shape)) * dtype.itemsize
     if len(data) != expected:
         state = "truncated" if len(data) < expected else "oversized (trailing bytes)"
-        raise DataError(f"{path}: expected {expected} bytes for shape {shape}, found {len(data)}; the file is {state}, "
-                        "download it again")
+        raise DataError(
+            f"{path}: expected {expected} bytes for shape {shape}, found {len(data)}; the file is {state}, "
+            "download it again"
+        )
     return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="), copy=False)

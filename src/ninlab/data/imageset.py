@@ -41,14 +41,20 @@ class ImageSet:
         # Every reader funnels through here, so a malformed decode can never reach the cache or a model.
         where = self.source or self.name
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
-            raise DataError(f"{where}: expected uint8 images N x C x H x W, found {self.images.dtype} "
-                            f"{tuple(self.images.shape)}; this is a bug in the reader, please report it")
+            raise DataError(
+                f"{where}: expected uint8 images N x C x H x W, found {self.images.dtype} "
+                f"{tuple(self.images.shape)}; this is a bug in the reader, please report it"
+            )
         if self.labels.dtype != torch.int64 or self.labels.shape != (len(self.images),):
-            raise DataError(f"{where}: expected {len(self.images)} int64 labels, found {self.labels.dtype} "
-                            f"{tuple(self.labels.shape)}; the label file does not match the image file")
+            raise DataError(
+                f"{where}: expected {len(self.images)} int64 labels, found {self.labels.dtype} "
+                f"{tuple(self.labels.shape)}; the label file does not match the image file"
+            )
         if len(self.labels) and (int(self.labels.min()) < 0 or int(self.labels.max()) >= len(self.classes)):
-            raise DataError(f"{where}: expected labels in 0..{len(self.classes) - 1}, found "
-                            f"{int(self.labels.min())}..{int(self.labels.max())}; the label file is corrupt")
+            raise DataError(
+                f"{where}: expected labels in 0..{len(self.classes) - 1}, found "
+                f"{int(self.labels.min())}..{int(self.labels.max())}; the label file is corrupt"
+            )
         if self.checksum not in CHECKSUM_STATES:
             raise DataError(f"{where}: checksum state {self.checksum!r} is not one of {CHECKSUM_STATES}")
 

@@ -94,8 +94,14 @@ def load_idx_dataset(
         wanted = " and ".join(f"{file.stem}[.gz]" for file in files)
         raise not_found(spec.name, wanted, spec.name, root)
     (images_path, labels_path), origin = found
-    return load_or_build(spec.name, split, [images_path, labels_path], {},
-                         lambda: _decode(spec, split, files, images_path, labels_path), enforcer(verify, origin))
+    return load_or_build(
+        spec.name,
+        split,
+        [images_path, labels_path],
+        {},
+        lambda: _decode(spec, split, files, images_path, labels_path),
+        enforcer(verify, origin),
+    )
 
 
 def _locate(spec: IdxDataset, files: tuple[IdxFile, IdxFile], root) -> tuple[tuple[Path, Path], str] | None:
@@ -121,11 +127,15 @@ def _decode(spec: IdxDataset, split: str, files: tuple[IdxFile, IdxFile], images
     images = decode_idx(images_bytes, images_path, ndim=3)
     labels = decode_idx(labels_bytes, labels_path, ndim=1)
     if images.dtype != "uint8" or labels.dtype != "uint8":
-        raise DataError(f"{images_path}: expected uint8 images and labels, found {images.dtype} and {labels.dtype}; "
-                        "this is not an MNIST-style file")
+        raise DataError(
+            f"{images_path}: expected uint8 images and labels, found {images.dtype} and {labels.dtype}; "
+            "this is not an MNIST-style file"
+        )
     if len(images) != len(labels):
-        raise DataError(f"{labels_path}: expected {len(images)} labels to match {images_path.name}, found "
-                        f"{len(labels)}; the image and label files come from different splits or versions")
+        raise DataError(
+            f"{labels_path}: expected {len(images)} labels to match {images_path.name}, found "
+            f"{len(labels)}; the image and label files come from different splits or versions"
+        )
     verified = (md5_bytes(images_bytes), md5_bytes(labels_bytes)) == (files[0].content_md5, files[1].content_md5)
     return ImageSet(
         name=spec.name,

@@ -45,8 +45,9 @@ class ShardedBatchSampler(DistributedSampler):
         world_size: Number of processes.
     """
 
-    def __init__(self, dataset: Dataset, batch_size: int, shuffle: bool, seed: int, rank: int = 0,
-                 world_size: int = 1) -> None:
+    def __init__(
+        self, dataset: Dataset, batch_size: int, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1
+    ) -> None:
         super().__init__(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed, drop_last=shuffle)
         self.batch_size = batch_size
 
