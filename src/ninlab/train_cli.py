@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
-from jsonargparse import ArgumentError
+from jsonargparse import ArgumentError, Namespace
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -37,7 +37,16 @@ from ninlab.data import ImageDataModule
 from ninlab.errors import ConfigError
 from ninlab.system import NiNClassifier
 
-__all__ = ["DEFAULT_RECIPE", "RUN_DIR_ENV", "SUBCOMMANDS", "NinlabCLI", "find_last_checkpoint", "recipe_path", "run"]
+__all__ = [
+    "DEFAULT_RECIPE",
+    "RUN_DIR_ENV",
+    "SUBCOMMANDS",
+    "NinlabCLI",
+    "find_last_checkpoint",
+    "recipe_path",
+    "run",
+    "training_callbacks",
+]
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 DEFAULT_RECIPE = "fast_fashion_mnist"
@@ -106,9 +115,14 @@ class NinlabCLI(LightningCLI):
         parser.link_arguments("data.mean_std", "model.mean", compute_fn=_first_as_list, apply_on="instantiate")
         parser.link_arguments("data.mean_std", "model.std", compute_fn=_second_as_list, apply_on="instantiate")
 
+    @property
+    def _active_config(self) -> Namespace:
+        # With run=False (the benchmark builds the fit path this way) there is no subcommand level.
+        return self.config[self.subcommand] if self.subcommand else self.config
+
     def before_instantiate_classes(self) -> None:
         """Resolve ``--ckpt_path last`` to the newest ``last.ckpt`` of the runs with this name."""
-        config = self.config[self.subcommand]
+        config = self._active_config
         if config.get("ckpt_path") == "last":
             config.ckpt_path = str(find_last_checkpoint(config.trainer.default_root_dir or _DEFAULT_ROOT, config.name))
 
@@ -118,7 +132,7 @@ class NinlabCLI(LightningCLI):
         The run directory and loggers are passed here rather than written into the config, so the ``config.yaml``
         saved in a run stays reusable (``ninlab test -c runs/.../config.yaml`` makes a new run, not a nested one).
         """
-        config = self.config[self.subcommand]
+        config = self._active_config
         # DDP re-runs this command in one process per extra device; they inherit the environment, so the run
         # directory the first process creates is shared through RUN_DIR_ENV rather than created again.
         run_dir = os.environ.get(RUN_DIR_ENV)
@@ -153,8 +167,11 @@ class NinlabCLI(LightningCLI):
             print(f"test accuracy {accuracy:.4f} ({tested}); run: {RunReport.run_dir(trainer)}")
 
 
-def _callbacks() -> list:
-    # Persistent callbacks (not configurable away): a fresh set per run, so runs in one process never share state.
+def training_callbacks() -> list:
+    """The callbacks every run gets: checkpoints (best by val/acc, last), lr monitor, images/s, run report, guards.
+
+    Persistent (not configurable away), and a fresh set per call, so runs in one process never share state.
+    """
     checkpoint = ModelCheckpoint(monitor="val/acc", mode="max", save_top_k=1, save_last=True,
                                  filename="epoch{epoch:02d}-val_acc{val/acc:.4f}",
                                  auto_insert_metric_name=False)  # fmt: skip
@@ -183,7 +200,7 @@ def run(argv: Sequence[str]) -> int:
             # argv is the real command line minus "ninlab", so LightningCLI's "args and sys.argv both given" is noise.
             warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
             NinlabCLI(NiNClassifier, ImageDataModule, args=argv, parser_kwargs=parser_kwargs,
-                      trainer_defaults={"callbacks": _callbacks()}, save_config_kwargs={"overwrite": True},
+                      trainer_defaults={"callbacks": training_callbacks()}, save_config_kwargs={"overwrite": True},
                       auto_configure_optimizers=False, load_from_checkpoint_support=False)  # fmt: skip
     except ArgumentError as error:
         raise ConfigError(" ".join(str(error).split())) from error

@@ -192,6 +192,13 @@ class ImageDataModule(L.LightningDataModule):
         self._splits["train"] = IndexBatches(full.images[train], full.labels[train])
         self._splits["val"] = IndexBatches(full.images[val], full.labels[val]) if self.val_size else None
 
+    @property
+    def train_tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training split as set up: uint8 images ``N x C x H x W`` and int64 labels (after ``setup("fit")``)."""
+        if "train" not in self._splits:
+            raise ConfigError("the train split is not set up; call setup('fit') first")
+        return self._splits["train"].tensors
+
     def train_dataloader(self) -> DataLoader:
         """Shuffled training batches (this process's shard)."""
         return self._loader("train", shuffle=True)

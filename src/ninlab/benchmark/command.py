@@ -1,0 +1,127 @@
+"""``ninlab bench``: training throughput of three pipelines on the same model and real data, side by side.
+
+Reports, in one run: images/s of the seed-style pipeline (A), ninlab's fit path (B) and a bare PyTorch loop (C),
+each the median of ``--windows`` timed windows after a warm-up epoch; the ratios B/A and B/C; peak RSS per pipeline;
+B's training FLOP rate over its whole timed epoch as a fraction of this machine's fp32 sgemm rate, measured in the
+same run; and optionally (``--inference``) PyTorch and onnxruntime inference speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from ninlab.benchmark.rates import sgemm_flops_per_s
+from ninlab.benchmark.training import PIPELINES, BenchConfig, PipelineResult, recipe_model, run_isolated
+from ninlab.environment import machine_info, versions
+from ninlab.errors import ConfigError
+
+__all__ = ["add_arguments", "bench", "format_report", "run"]
+
+
+def _median_result(runs: list[PipelineResult]) -> PipelineResult:
+    return sorted(runs, key=lambda r: r.images_per_s)[len(runs) // 2]
+
+
+def bench(config: BenchConfig, rounds: int = 1, inference: bool = False) -> dict:
+    """Run every pipeline (each in its own process) and the yardsticks; return the report as a JSON-ready dict.
+
+    With several ``rounds`` the pipelines take turns (A, B, C, A, B, C, ...) so a burst of load elsewhere on the
+    machine hits them alike, and each pipeline reports its median round; the sgemm rate is measured every round.
+    """
+    runs: dict[str, list[PipelineResult]] = {name: [] for name in PIPELINES}
+    sgemm_rates = []
+    for _ in range(rounds):
+        for name in PIPELINES:
+            runs[name].append(run_isolated(name, config))
+        sgemm_rates.append(sgemm_flops_per_s())
+    results = {name: _median_result(r) for name, r in runs.items()}
+    sgemm = statistics.median(sgemm_rates)
+    ninlab = results["ninlab"]
+    report = {
+        "rounds": rounds,
+        "date": time.strftime("%Y-%m-%d"),
+        "config": dataclasses.asdict(config),
+        "images_per_s": {name: round(r.images_per_s, 1) for name, r in results.items()},
+        "window_images_per_s": {name: r.window_images_per_s for name, r in results.items()},
+        "epoch_images_per_s": {name: round(r.epoch_images_per_s, 1) for name, r in results.items()},
+        "peak_rss_mb": {name: round(r.peak_rss_mb, 1) for name, r in results.items()},
+        "ratio_vs_seed_style": ninlab.images_per_s / results["seed_style"].images_per_s,
+        "ratio_vs_bare_loop": ninlab.images_per_s / results["bare"].images_per_s,
+        "train_flops_per_image": ninlab.train_flops_per_image,
+        "achieved_flops_per_s": ninlab.achieved_flops_per_s,
+        "sgemm_flops_per_s": sgemm,
+        "fraction_of_sgemm": ninlab.achieved_flops_per_s / sgemm,
+        "machine": machine_info(),
+        "versions": versions(),
+    }
+    if inference:
+        from ninlab.benchmark.inference import inference_speed  # onnx export is slow to import; only when asked
+
+        report["inference"] = inference_speed(recipe_model(config))
+    return report
+
+
+def format_report(report: dict) -> str:
+    """The report as a short plain-text table."""
+    names = {"seed_style": "A seed-style (per-sample Dataset, NCHW)", "ninlab": "B ninlab fit",
+             "bare": "C bare PyTorch loop"}  # fmt: skip
+    lines = [f"{'pipeline':<42}{'img/s (median)':>15}{'epoch img/s':>13}{'peak RSS MB':>13}"]
+    for key, label in names.items():
+        lines.append(f"{label:<42}{report['images_per_s'][key]:>15,.1f}{report['epoch_images_per_s'][key]:>13,.1f}"
+                     f"{report['peak_rss_mb'][key]:>13,.0f}")  # fmt: skip
+    lines += [
+        f"B/A = {report['ratio_vs_seed_style']:.2f}   B/C = {report['ratio_vs_bare_loop']:.3f}",
+        f"B trains at {report['achieved_flops_per_s'] / 1e9:.1f} GFLOP/s over its timed epoch "
+        f"({report['train_flops_per_image'] / 1e6:.1f} MFLOP per image) = {report['fraction_of_sgemm']:.2f} of this "
+        f"machine's fp32 sgemm ({report['sgemm_flops_per_s'] / 1e9:.1f} GFLOP/s)",
+    ]
+    if "inference" in report:
+        inf = report["inference"]
+        lines.append(f"inference: PyTorch {inf['torch_images_per_s']:,.0f} img/s (batch 256), "
+                     f"{inf['torch_latency_ms']:.2f} ms (batch 1); onnxruntime {inf['onnx_images_per_s']:,.0f} img/s, "
+                     f"{inf['onnx_latency_ms']:.2f} ms")  # fmt: skip
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``ninlab bench``."""
+    defaults = BenchConfig()
+    parser.add_argument("--recipe", default=defaults.recipe, help="recipe whose model, optimiser and data to time")
+    parser.add_argument("--data.root", dest="root", help="where the dataset files are (default: ninlab's search)")
+    parser.add_argument("--limit", type=int, default=defaults.limit, help="training images per epoch")
+    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="epochs; all but the last are warm-up")
+    parser.add_argument("--windows", type=int, default=defaults.windows, help="timed windows in the last epoch")
+    parser.add_argument("--rounds", type=int, default=1, help="runs of each pipeline, taking turns; medians reported")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
+    parser.add_argument("--inference", action="store_true", help="also time inference in PyTorch and onnxruntime")
+    parser.add_argument("--json", type=Path, help="also write the report to this JSON file")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmark and print (and optionally save) the report."""
+    if min(args.limit, args.epochs, args.windows, args.rounds) < 1:
+        raise ConfigError(f"--limit, --epochs, --windows and --rounds must be >= 1, got {args.limit}, {args.epochs}, "
+                          f"{args.windows}, {args.rounds}")  # fmt: skip
+    if args.threads is not None:
+        # Inherited by the pipeline processes, which start fresh interpreters.
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
+        torch.set_num_threads(args.threads)
+    config = BenchConfig(recipe=args.recipe, root=args.root, limit=args.limit, epochs=args.epochs, windows=args.windows)
+    report = bench(config, rounds=args.rounds, inference=args.inference)
+    print(format_report(report))
+    if args.json is not None:
+        tmp = args.json.with_name(args.json.name + ".tmp")
+        try:
+            tmp.write_text(json.dumps(report, indent=2))
+            os.replace(tmp, args.json)  # never a half-written report
+        finally:
+            tmp.unlink(missing_ok=True)
+    return 0

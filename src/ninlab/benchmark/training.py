@@ -1,0 +1,199 @@
+"""Three ways to train the same NiN on the same real data, timed alike.
+
+* ``seed_style`` (A): spec 000's approach: a per-sample ``Dataset`` that returns normalised float tensors, a
+  shuffling ``DataLoader`` that collates them, NCHW tensors, driving ninlab's LightningModule.
+* ``ninlab`` (B): the ``ninlab fit`` path: the recipe's LightningCLI configuration with ninlab's callbacks and
+  loggers (uint8 data in memory, batched augmentation and normalisation on the device, channels-last).
+* ``bare`` (C): a plain PyTorch loop over the same in-memory tensors with the same model, optimiser, augmentation and
+  normalisation as B and nothing else: the floor that B's bookkeeping is measured against.
+
+Each pipeline trains ``epochs`` epochs on the first ``limit`` training images; the last epoch is timed (the earlier
+ones are warm-up) and cut into ``windows`` windows of steps. :func:`run_isolated` runs a pipeline in a fresh process,
+so its peak memory is its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import resource
+import statistics
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from ninlab.benchmark.clock import StepClock, window_rates
+from ninlab.benchmark.rates import training_flops_per_image
+from ninlab.data import ImageDataModule
+from ninlab.data.sampler import ShardedBatchSampler
+from ninlab.optim import build_optimizer
+from ninlab.system import NiNClassifier
+from ninlab.train_cli import RUN_DIR_ENV, NinlabCLI, recipe_path, training_callbacks
+
+__all__ = ["PIPELINES", "BenchConfig", "PipelineResult", "recipe_model", "run_isolated", "run_pipeline"]
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What every pipeline trains: a recipe's model, optimiser and data, on its first ``limit`` training images."""
+
+    recipe: str = "fast_fashion_mnist"
+    root: str | None = None
+    limit: int = 12_800
+    epochs: int = 2
+    windows: int = 5
+    val_size: int = 512
+
+
+@dataclass
+class PipelineResult:
+    """One pipeline's timings: median window images/s, whole-epoch images/s, training FLOPs, peak RSS."""
+
+    name: str
+    images_per_s: float
+    epoch_images_per_s: float
+    window_images_per_s: list[float] = field(default_factory=list)
+    train_flops_per_image: float = 0.0
+    peak_rss_mb: float = 0.0
+
+    @property
+    def achieved_flops_per_s(self) -> float:
+        """Training FLOP/s over the whole timed epoch (data, augmentation, step and logging included)."""
+        return self.train_flops_per_image * self.epoch_images_per_s
+
+
+def _recipe_cli(config: BenchConfig, workdir: str, callbacks: list) -> NinlabCLI:
+    """The recipe as ``ninlab fit -c recipe`` builds it, on ``limit`` images, writing its run under ``workdir``."""
+    args = ["--config", str(recipe_path(config.recipe)), f"--trainer.max_epochs={config.epochs}",
+            "--trainer.num_sanity_val_steps=0", f"--data.limit_train={config.limit}",
+            f"--data.val_size={config.val_size}", f"--trainer.default_root_dir={workdir}"]  # fmt: skip
+    if config.root is not None:
+        args.append(f"--data.root={config.root}")
+    return NinlabCLI(NiNClassifier, ImageDataModule, args=args, run=False, trainer_defaults={"callbacks": callbacks},
+                     save_config_kwargs={"overwrite": True}, auto_configure_optimizers=False)  # fmt: skip
+
+
+def _result(name: str, clock: StepClock, batch_size: int, config: BenchConfig, flops: float) -> PipelineResult:
+    rates = window_rates(clock.stamps, batch_size, config.windows)
+    return PipelineResult(
+        name=name,
+        images_per_s=statistics.median(rates),
+        epoch_images_per_s=clock.epoch_images / clock.epoch_seconds,
+        window_images_per_s=[round(r, 1) for r in rates],
+        train_flops_per_image=flops,
+    )
+
+
+def run_ninlab(config: BenchConfig, workdir: str) -> PipelineResult:
+    """B: the ``ninlab fit`` path: the recipe's trainer, callbacks, loggers and datamodule."""
+    clock = StepClock()
+    cli = _recipe_cli(config, workdir, [*training_callbacks(), clock])
+    flops = training_flops_per_image(cli.model.net, cli.datamodule.input_size)
+    cli.trainer.fit(cli.model, cli.datamodule)
+    return _result("ninlab", clock, cli.datamodule.batch_size, config, flops)
+
+
+class _PerSampleDataset(Dataset):
+    """Spec 000's data path: one image at a time, converted to float and normalised (ToTensor + Normalize)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> None:
+        self.images, self.labels = images.numpy(), labels.numpy()
+        self.mean, self.std = mean.view(-1, 1, 1), std.view(-1, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image = torch.from_numpy(self.images[index]).float().div(255)
+        return (image - self.mean) / self.std, int(self.labels[index])
+
+
+def run_seed_style(config: BenchConfig, workdir: str) -> PipelineResult:
+    """A: spec 000's per-sample Dataset + DataLoader (NCHW, no augmentation), driving the same LightningModule."""
+    cli = _recipe_cli(config, workdir, [])
+    datamodule = cli.datamodule
+    datamodule.setup("fit")
+    images, labels = datamodule.train_tensors
+    loader = DataLoader(_PerSampleDataset(images, labels, *datamodule.mean_std), datamodule.batch_size, shuffle=True)
+    model = cli.model
+    model.net = model.net.to(memory_format=torch.contiguous_format)  # NCHW, as spec 000 trains
+    flops = training_flops_per_image(model.net, datamodule.input_size)
+    clock = StepClock()
+    trainer = L.Trainer(max_epochs=config.epochs, callbacks=[clock], logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                        default_root_dir=workdir)  # fmt: skip
+    trainer.fit(model, train_dataloaders=loader)
+    return _result("seed_style", clock, datamodule.batch_size, config, flops)
+
+
+def run_bare(config: BenchConfig, workdir: str) -> PipelineResult:
+    """C: a plain loop: slice a uint8 batch, augment and normalise it as B does, forward, backward, step."""
+    cli = _recipe_cli(config, workdir, [])
+    datamodule, hparams = cli.datamodule, cli.model.hparams
+    datamodule.setup("fit")
+    images, labels = datamodule.train_tensors
+    net = cli.model.net.train()
+    flops = training_flops_per_image(net, datamodule.input_size)
+    optimizer = build_optimizer(net, hparams.optimizer, lr=hparams.lr, weight_decay=hparams.weight_decay,
+                                momentum=hparams.momentum, nesterov=hparams.nesterov, betas=hparams.betas)  # fmt: skip
+    sampler = ShardedBatchSampler(images, datamodule.batch_size, shuffle=True, seed=datamodule.seed)
+    clock = StepClock()
+    for epoch in range(config.epochs):
+        sampler.set_epoch(epoch)
+        clock.on_train_epoch_start(None, None)
+        for indices in sampler:
+            index = torch.as_tensor(indices)
+            batch_images, batch_labels = images[index], labels[index]
+            x = datamodule.prepare_batch(datamodule.augment_batch(batch_images))
+            loss = F.cross_entropy(net(x), batch_labels, label_smoothing=hparams.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            clock.on_train_batch_end(None, None, None, (batch_images,), 0)
+    return _result("bare", clock, datamodule.batch_size, config, flops)
+
+
+PIPELINES = {"seed_style": run_seed_style, "ninlab": run_ninlab, "bare": run_bare}
+
+
+@contextlib.contextmanager
+def _scratch_dir() -> Iterator[str]:
+    """A temporary directory for the runs the recipe's CLI creates, forgotten (and deleted) afterwards."""
+    with tempfile.TemporaryDirectory(prefix="ninlab-bench-") as workdir:
+        try:
+            yield workdir
+        finally:
+            os.environ.pop(RUN_DIR_ENV, None)
+
+
+def recipe_model(config: BenchConfig) -> NiNClassifier:
+    """The recipe's classifier (untrained), as ``ninlab fit`` would build it for the recipe's data."""
+    with _scratch_dir() as workdir:
+        return _recipe_cli(config, workdir, []).model
+
+
+def run_pipeline(name: str, config: BenchConfig) -> PipelineResult:
+    """Run one pipeline in this process (seeded, in a scratch directory) and record this process's peak RSS."""
+    L.seed_everything(0, verbose=False)
+    with _scratch_dir() as workdir:
+        result = PIPELINES[name](config, workdir)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    result.peak_rss_mb = peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux
+    return result
+
+
+def _run_as_dict(name: str, config: BenchConfig) -> dict:
+    return asdict(run_pipeline(name, config))
+
+
+def run_isolated(name: str, config: BenchConfig) -> PipelineResult:
+    """Run one pipeline in a fresh process, so its peak memory and warm-up are its own."""
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return PipelineResult(**pool.apply(_run_as_dict, (name, config)))
