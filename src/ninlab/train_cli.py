@@ -26,13 +26,15 @@ from importlib import resources
 from pathlib import Path
 
 from jsonargparse import ArgumentError
+from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
-from ninlab.callbacks import DeadClassMapGuard, NonFiniteLossGuard, RunReport, ThroughputMeter
+from ninlab.callbacks import DeadClassMapGuard, NonFiniteLossGuard, RunCheckpoint, RunReport, StepSeed, ThroughputMeter
+from ninlab.checkpoint_io import AtomicCheckpointIO
 from ninlab.data import ImageDataModule
 from ninlab.errors import ConfigError
 from ninlab.system import NiNClassifier
@@ -131,13 +133,16 @@ class NinlabCLI(LightningCLI):
         if config.trainer.logger in (None, True):
             kwargs.setdefault("logger", _loggers(Path(run_dir)))
         try:
-            return super().instantiate_trainer(**kwargs)
+            trainer = super().instantiate_trainer(**kwargs)
         except MisconfigurationException as error:  # contradictory trainer flags
             if created:
                 shutil.rmtree(run_dir, ignore_errors=True)
                 with contextlib.suppress(OSError):  # the run name's folder too, unless other runs live there
                     Path(run_dir).parent.rmdir()
             raise ConfigError(" ".join(str(error).split())) from error
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # the default, not a user's plugin
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        return trainer
 
     def after_fit(self) -> None:
         """Test the best checkpoint (the last weights under ``fast_dev_run``) and print the test accuracy."""
@@ -155,11 +160,11 @@ class NinlabCLI(LightningCLI):
 
 def _callbacks() -> list:
     # Persistent callbacks (not configurable away): a fresh set per run, so runs in one process never share state.
-    checkpoint = ModelCheckpoint(monitor="val/acc", mode="max", save_top_k=1, save_last=True,
+    checkpoint = RunCheckpoint(monitor="val/acc", mode="max", save_top_k=1, save_last=True,
                                  filename="epoch{epoch:02d}-val_acc{val/acc:.4f}",
                                  auto_insert_metric_name=False)  # fmt: skip
     guards = [DeadClassMapGuard(), NonFiniteLossGuard()]
-    return [checkpoint, LearningRateMonitor(), ThroughputMeter(), RunReport(), *guards]
+    return [checkpoint, StepSeed(), LearningRateMonitor(), ThroughputMeter(), RunReport(), *guards]
 
 
 def _with_default_recipe(argv: list[str]) -> list[str]:
