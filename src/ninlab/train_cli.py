@@ -34,9 +34,9 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from ninlab.callbacks import DeadClassMapGuard, NonFiniteLossGuard, RunCheckpoint, RunReport, StepSeed, ThroughputMeter
-from ninlab.checkpoint_io import AtomicCheckpointIO
+from ninlab.checkpoint_io import SafeCheckpointIO
 from ninlab.data import ImageDataModule
-from ninlab.errors import ConfigError
+from ninlab.errors import ConfigError, NinlabError, TrainingError
 from ninlab.system import NiNClassifier
 
 __all__ = ["DEFAULT_RECIPE", "RUN_DIR_ENV", "SUBCOMMANDS", "NinlabCLI", "find_last_checkpoint", "recipe_path", "run"]
@@ -135,13 +135,9 @@ class NinlabCLI(LightningCLI):
         try:
             trainer = super().instantiate_trainer(**kwargs)
         except MisconfigurationException as error:  # contradictory trainer flags
-            if created:
-                shutil.rmtree(run_dir, ignore_errors=True)
-                with contextlib.suppress(OSError):  # the run name's folder too, unless other runs live there
-                    Path(run_dir).parent.rmdir()
             raise ConfigError(" ".join(str(error).split())) from error
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # the default, not a user's plugin
-            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+            trainer.strategy.checkpoint_io = SafeCheckpointIO()
         return trainer
 
     def after_fit(self) -> None:
@@ -191,10 +187,30 @@ def run(argv: Sequence[str]) -> int:
                       trainer_defaults={"callbacks": _callbacks()}, save_config_kwargs={"overwrite": True},
                       auto_configure_optimizers=False, load_from_checkpoint_support=False)  # fmt: skip
     except ArgumentError as error:
+        _discard_unfinished_run(inherited_run_dir)
         raise ConfigError(" ".join(str(error).split())) from error
+    except TrainingError:  # a guard stopped a run that trained: its directory records why
+        raise
+    except (NinlabError, OSError):
+        _discard_unfinished_run(inherited_run_dir)
+        raise
     except SystemExit as exit_:  # --help and --print_config exit through argparse
         return exit_.code if isinstance(exit_.code, int) else 0
     finally:
         if not inherited_run_dir:  # the next command in this process gets its own run directory
             os.environ.pop(RUN_DIR_ENV, None)
     return 0
+
+
+def _discard_unfinished_run(inherited: bool) -> None:
+    """Remove the run directory this command created when bad input or a failed write stopped it early.
+
+    A run that wrote a checkpoint is kept (it can be resumed); DDP's extra processes (which inherited the
+    directory) never remove it.
+    """
+    run_dir = os.environ.get(RUN_DIR_ENV)
+    if inherited or run_dir is None or any(Path(run_dir).rglob("*.ckpt")):
+        return
+    shutil.rmtree(run_dir, ignore_errors=True)
+    with contextlib.suppress(OSError):  # the run name's folder too, unless other runs live there
+        Path(run_dir).parent.rmdir()
