@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["atomic_open"]
+__all__ = ["atomic_open", "naming_failures"]
 
 
 @contextlib.contextmanager
@@ -25,18 +25,34 @@ def atomic_open(path: str | os.PathLike) -> Iterator[BinaryIO]:
     On an exception the temporary file is removed and ``path`` is left as it was.
     """
     path = Path(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would make every file private; honour the umask instead
-        with os.fdopen(fd, "wb") as file:
-            yield file
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with naming_failures(path):
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would make every file private; honour the umask
+            with os.fdopen(fd, "wb") as file:
+                yield file
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(tmp_name, path)
+        except BaseException:
+            Path(tmp_name).unlink(missing_ok=True)
+            raise
     _fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def naming_failures(path: str | os.PathLike) -> Iterator[None]:
+    """Re-raise an :class:`OSError` of writing ``path`` with ``path`` as its file name.
+
+    A full disk fails a ``write`` with no file name and a read-only one names the hidden temporary file; the user
+    needs to hear which output could not be written.
+    """
+    try:
+        yield
+    except OSError as error:
+        if error.errno is None or error.filename == str(path):
+            raise
+        raise OSError(error.errno, error.strerror, str(path)) from error
 
 
 def _umask() -> int:

@@ -14,6 +14,7 @@ builds only tensors and plain containers, whatever torch's default or ``TORCH_FO
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +40,14 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for truncated, foreign or code-carrying files
-        reason = " ".join(str(error).split())[:200]
-        raise CheckpointError(
-            f"{path} cannot be read safely as a checkpoint ({type(error).__name__}: {reason})"
-        ) from error
+        code = re.search(r"GLOBAL ([\w.]+)", str(error))
+        if code:  # torch's own advice (retry with weights_only=False) is exactly what must not be done here
+            raise CheckpointError(f"{path} cannot be read safely as a checkpoint: it refers to code ({code[1]}), "
+                                  "which no checkpoint needs; it was tampered with or is not a ninlab checkpoint, "
+                                  "and nothing of it was run") from error  # fmt: skip
+        reason = f"{type(error).__name__}: {' '.join(str(error).split())[:200]}"
+        raise CheckpointError(f"{path} cannot be read safely as a checkpoint: it is truncated, damaged or not a "
+                              f"PyTorch checkpoint ({reason})") from error  # fmt: skip
     if not isinstance(checkpoint, dict):
         raise CheckpointError(f"{path} is not a training checkpoint (found a {type(checkpoint).__name__})")
     return checkpoint

@@ -34,9 +34,9 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from ninlab.callbacks import DeadClassMapGuard, NonFiniteLossGuard, RunCheckpoint, RunReport, StepSeed, ThroughputMeter
-from ninlab.checkpoint_io import SafeCheckpointIO
+from ninlab.checkpoint_io import SafeCheckpointIO, read_checkpoint
 from ninlab.data import ImageDataModule
-from ninlab.errors import ConfigError, NinlabError, TrainingError
+from ninlab.errors import CheckpointError, ConfigError, NinlabError, TrainingError
 from ninlab.system import NiNClassifier
 
 __all__ = ["DEFAULT_RECIPE", "RUN_DIR_ENV", "SUBCOMMANDS", "NinlabCLI", "find_last_checkpoint", "recipe_path", "run"]
@@ -107,6 +107,24 @@ class NinlabCLI(LightningCLI):
         # Stored in the checkpoint so prediction and export normalise images exactly as training did.
         parser.link_arguments("data.mean_std", "model.mean", compute_fn=_first_as_list, apply_on="instantiate")
         parser.link_arguments("data.mean_std", "model.std", compute_fn=_second_as_list, apply_on="instantiate")
+
+    def _parse_ckpt_path(self) -> None:
+        """Read ``--ckpt_path`` safely before LightningCLI merges its hyperparameters into the config.
+
+        LightningCLI then rebuilds the model from the checkpoint's own hyperparameters (model name and kwargs); the
+        classes and channels still come from the data, and :meth:`NiNClassifier.on_load_checkpoint` refuses a
+        checkpoint that does not fit them. A truncated, foreign or tampered file becomes one :class:`CheckpointError`
+        line here instead of an unpickling traceback.
+        """
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt_path and Path(ckpt_path).is_file():
+            checkpoint = read_checkpoint(ckpt_path)
+            hparams = checkpoint.get("hyper_parameters")
+            if not isinstance(hparams, dict) or "model" not in hparams:
+                raise CheckpointError(f"{ckpt_path} is not a ninlab checkpoint (no NiNClassifier hyperparameters); "
+                                      "pass a .ckpt written by ninlab fit")  # fmt: skip
+        super()._parse_ckpt_path()
 
     def before_instantiate_classes(self) -> None:
         """Resolve ``--ckpt_path last`` to the newest ``last.ckpt`` of the runs with this name."""
