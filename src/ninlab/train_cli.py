@@ -175,8 +175,8 @@ class NinlabCLI(LightningCLI):
 def _callbacks() -> list:
     # Persistent callbacks (not configurable away): a fresh set per run, so runs in one process never share state.
     checkpoint = RunCheckpoint(monitor="val/acc", mode="max", save_top_k=1, save_last=True,
-                                 filename="epoch{epoch:02d}-val_acc{val/acc:.4f}",
-                                 auto_insert_metric_name=False)  # fmt: skip
+                               filename="epoch{epoch:02d}-val_acc{val/acc:.4f}",
+                               auto_insert_metric_name=False)  # fmt: skip
     guards = [DeadClassMapGuard(), NonFiniteLossGuard()]
     return [checkpoint, StepSeed(), LearningRateMonitor(), ThroughputMeter(), RunReport(), *guards]
 
