@@ -33,11 +33,9 @@ class RunCheckpoint(ModelCheckpoint):
         """Save the top-k checkpoint if the epoch improved, and ``last.ckpt`` in any case."""
         super().on_train_epoch_end(trainer, pl_module)
         # The parent saved nothing when the epoch was not in the top k (then the step differs from the last saved).
-        if (
-            self.save_last
-            and not self._should_skip_saving_checkpoint(trainer)
-            and (self._should_save_on_train_epoch_end(trainer))
-        ):
+        if not self.save_last or self._should_skip_saving_checkpoint(trainer):
+            return
+        if self._should_save_on_train_epoch_end(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:

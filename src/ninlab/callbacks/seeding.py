@@ -43,7 +43,7 @@ class StepSeed(Callback):
         self.seed = state_dict["seed"]
 
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
-        position = [self.seed or 0, trainer.current_epoch, batch_idx, trainer.global_rank]
+        position = [self.seed, trainer.current_epoch, batch_idx, trainer.global_rank]
         state = np.random.SeedSequence(position).generate_state(2)
         torch.manual_seed(int(state[0]))  # also seeds every CUDA device
         np.random.seed(int(state[1]))
