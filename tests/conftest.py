@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import gzip
+import io
 import os
+import pickle
 import struct
+import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from ninlab.data.cifar import CIFAR10
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,3 +71,41 @@ def write_mnist():
         return images, labels
 
     return write
+
+
+def cifar_batch(n, key="labels", num_classes=10, seed=0):
+    """A CIFAR batch dict as the official pickles hold it (bytes keys, uint8 N x 3072 data)."""
+    rng = np.random.default_rng(seed)
+    return {
+        b"batch_label": b"test",
+        key.encode(): list(rng.integers(0, num_classes, n).tolist()),
+        b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+        b"filenames": [b"x.png"] * n,
+    }
+
+
+def cifar_members(spec):
+    """Pickled members (name -> bytes) of a tiny CIFAR-10 or CIFAR-100 in the official python format."""
+    if spec is CIFAR10:
+        members = {f"data_batch_{i}": cifar_batch(4, seed=i) for i in range(1, 6)}
+        members["test_batch"] = cifar_batch(3, seed=9)
+        members["batches.meta"] = {b"label_names": [f"c{i}".encode() for i in range(10)], b"num_vis": 3072}
+    else:
+        members = {
+            "train": cifar_batch(6, "fine_labels", 100),
+            "test": cifar_batch(2, "fine_labels", 100, seed=1),
+            "meta": {b"fine_label_names": [f"f{i}".encode() for i in range(100)]},
+        }
+    # Protocol 3 writes the same globals as the official Python 2 pickles (numpy's reconstructor, ndarray, dtype).
+    return {name: pickle.dumps(value, protocol=3) for name, value in members.items()}
+
+
+def write_archive(path, folder, members, extra=()):
+    """A ``.tar.gz`` holding ``members`` under ``folder/`` plus ``extra`` (name, bytes) entries as given."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in [*((f"{folder}/{n}", d) for n, d in members.items()), *extra]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path

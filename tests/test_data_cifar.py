@@ -2,43 +2,17 @@
 
 from __future__ import annotations
 
-import io
 import os
 import pickle
-import tarfile
 
 import numpy as np
 import pytest
 import torch
 
+from conftest import cifar_members, write_archive
 from ninlab.data import load_dataset
 from ninlab.data.cifar import CIFAR10, CIFAR100, read_cifar
 from ninlab.errors import DataError
-
-
-def batch(n, key="labels", num_classes=10, seed=0):
-    rng = np.random.default_rng(seed)
-    return {
-        b"batch_label": b"test",
-        key.encode(): list(rng.integers(0, num_classes, n).tolist()),
-        b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-        b"filenames": [b"x.png"] * n,
-    }
-
-
-def cifar_members(spec):
-    if spec is CIFAR10:
-        members = {f"data_batch_{i}": batch(4, seed=i) for i in range(1, 6)}
-        members["test_batch"] = batch(3, seed=9)
-        members["batches.meta"] = {b"label_names": [f"c{i}".encode() for i in range(10)], b"num_vis": 3072}
-    else:
-        members = {
-            "train": batch(6, "fine_labels", 100),
-            "test": batch(2, "fine_labels", 100, seed=1),
-            "meta": {b"fine_label_names": [f"f{i}".encode() for i in range(100)]},
-        }
-    # Protocol 3 writes the same globals as the official Python 2 pickles (numpy's reconstructor, ndarray, dtype).
-    return {name: pickle.dumps(value, protocol=3) for name, value in members.items()}
 
 
 def write_folder(root, spec, members=None):
@@ -47,16 +21,6 @@ def write_folder(root, spec, members=None):
     for name, data in (members or cifar_members(spec)).items():
         (folder / name).write_bytes(data)
     return folder
-
-
-def write_archive(path, folder, members, extra=()):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(path, "w:gz") as tar:
-        for name, data in [*((f"{folder}/{n}", d) for n, d in members.items()), *extra]:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return path
 
 
 @pytest.mark.parametrize("spec", [CIFAR10, CIFAR100])

@@ -200,20 +200,32 @@ def test_missing_checkpoint_is_one_line(tmp_path, capsys):
     assert capsys.readouterr().err.count("\n") == 1
 
 
-def test_ddp_on_cpu_shares_one_run_directory(data_root, tmp_path):
-    """Two gloo processes (``--trainer.strategy ddp``) write one run; the test confusion matrix covers both shards.
+def test_ddp_on_cpu_shares_one_run_directory_and_shards_the_data(data_root, tmp_path):
+    """Two gloo processes (``--trainer.strategy ddp``) write one run from disjoint shards of the training set.
 
-    DDP re-runs the command line for its second process, so this runs ``python -m ninlab.cli`` in a subprocess.
+    DDP re-runs the command line for its second process, so this runs ``python -m ninlab.cli`` in a subprocess (with
+    a timeout, so a hang fails the test). ``shard_recorder`` writes the indices each process trains on per epoch.
     """
-    args = _fit_args(data_root, tmp_path, "--trainer.max_epochs", "1", "--trainer.accelerator", "cpu",
-                     "--trainer.strategy", "ddp", "--trainer.devices", "2", "--data.batch_size", "8")  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    shards = tmp_path / "shards"
+    recorder = {"class_path": "shard_recorder.RecordShards", "init_args": {"folder": str(shards)}}
+    args = _fit_args(data_root, tmp_path / "runs", "--trainer.max_epochs", "2", "--trainer.accelerator", "cpu",
+                     "--trainer.strategy", "ddp", "--trainer.devices", "2", "--data.batch_size", "8",
+                     f"--trainer.callbacks+={json.dumps(recorder)}")  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")])}
     done = subprocess.run([sys.executable, "-m", "ninlab.cli", *args], env=env, capture_output=True, text=True,
                           timeout=240, check=False)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("test accuracy") == 1
-    summary = json.loads((_only_run(tmp_path) / "summary.json").read_text())
+    summary = json.loads((_only_run(tmp_path / "runs") / "summary.json").read_text())
     assert summary["test_images"] == 40
+    train_size = 96 - 16
+    for epoch in range(2):
+        ranks = [json.loads((shards / f"rank{rank}-epoch{epoch}.json").read_text()) for rank in range(2)]
+        assert all(record["world_size"] == 2 for record in ranks)
+        seen = [[index for batch in record["batches"] for index in batch] for record in ranks]
+        assert len(seen[0]) == len(seen[1]) == train_size // 2  # equal shares, so every step has both processes
+        assert not set(seen[0]) & set(seen[1]), "the two processes trained on overlapping samples"
+        assert set(seen[0]) | set(seen[1]) == set(range(train_size))
 
 
 def test_resume_last_without_a_previous_run_is_one_line(tmp_path, capsys):

@@ -1,16 +1,15 @@
 """Load a trained :class:`NiNClassifier` from a checkpoint file alone, safely.
 
-Checkpoints are read with ``torch.load(weights_only=True)``: a checkpoint is data, never code, so a tampered file
-cannot run anything. The model is rebuilt from the saved hyperparameters (model name, kwargs, class names, input
-size, normalisation), then the weights are loaded strictly.
+Checkpoints are read with ``torch.load(weights_only=True)`` (:func:`ninlab.checkpoint_io.read_checkpoint`): a
+checkpoint is data, never code, so a tampered file cannot run anything. The model is rebuilt from the saved
+hyperparameters (model name, kwargs, class names, input size, normalisation), then the weights are loaded strictly.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
+from ninlab.checkpoint_io import read_checkpoint
 from ninlab.errors import CheckpointError, NinlabError
 from ninlab.system import NiNClassifier
 
@@ -23,16 +22,8 @@ def load_classifier(path: str | Path) -> NiNClassifier:
     Raises:
         CheckpointError: The file is missing, unreadable, not a ninlab checkpoint, or its weights do not fit.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"no checkpoint file at {path}; pass a .ckpt from a run's checkpoints/ folder")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for truncated, foreign or code-carrying files
-        reason = " ".join(str(error).split())[:200]
-        kind = type(error).__name__
-        raise CheckpointError(f"{path} cannot be read safely as a checkpoint ({kind}: {reason})") from error
-    hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
+    checkpoint = read_checkpoint(path)
+    hparams = checkpoint.get("hyper_parameters")
     if not isinstance(hparams, dict) or "model" not in hparams or "state_dict" not in checkpoint:
         raise CheckpointError(f"{path} is not a ninlab training checkpoint (no model hyperparameters or weights)")
     try:

@@ -69,6 +69,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"ninlab: error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:
+        # A file ninlab had to write or read failed (read-only or full disk, permissions): the system's reason and
+        # the path say it all; atomic writes made sure nothing half-written was left.
+        if verbose:
+            raise
+        where = f": {error.filename}" if error.filename else ""
+        print(f"ninlab: error: {error.strerror or error}{where}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("ninlab: interrupted", file=sys.stderr)
         return 130

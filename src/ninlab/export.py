@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ninlab.atomic import naming_failures
 from ninlab.checkpoint import load_classifier
 from ninlab.errors import CheckpointError, ConfigError
 from ninlab.system import NiNClassifier
@@ -40,34 +41,35 @@ def export_onnx(model: NiNClassifier, output: str | Path, *, opset: int = 18, at
     generator = torch.Generator().manual_seed(0)
     example = torch.randn(2, c, h, w, generator=generator)
     check = torch.randn(3, c, h, w, generator=generator)  # another batch size: proves the batch axis is dynamic
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        dynamic = {"x": {0: torch.export.Dim("batch")}}
-        program = torch.onnx.export(model, (example,), dynamo=True, opset_version=opset, input_names=["images"],
-                                    output_names=["logits"], dynamic_shapes=dynamic, verbose=False)  # fmt: skip
-        program.save(str(tmp))
-        proto = onnx.load(str(tmp))
-        metadata = {"class_names": json.dumps(model.class_names), "input_size": json.dumps([c, h, w]),
-                    "mean": json.dumps(model.hparams.get("mean")), "std": json.dumps(model.hparams.get("std")),
-                    "model": str(model.hparams.model), "producer": "ninlab"}  # fmt: skip
-        for key, value in metadata.items():
-            proto.metadata_props.add(key=key, value=value)
-        onnx.save(proto, str(tmp))
-        session = onnxruntime.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
-        (ort_logits,) = session.run(None, {session.get_inputs()[0].name: check.numpy()})
-        with torch.no_grad():
-            torch_logits = model(check).numpy()
-        diff = float(np.abs(ort_logits - torch_logits).max())
-        if not diff <= atol:
-            raise CheckpointError(f"ONNX export of {model.hparams.model} is wrong: onnxruntime's logits differ from "
-                                  f"PyTorch's by {diff:.3g} > {atol:g}; nothing was written")  # fmt: skip
-        os.replace(tmp, output)
-        return diff
-    finally:
-        tmp.unlink(missing_ok=True)
+    with naming_failures(output):  # a read-only or full disk names the output, not the hidden temporary file
+        output.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            dynamic = {"x": {0: torch.export.Dim("batch")}}
+            program = torch.onnx.export(model, (example,), dynamo=True, opset_version=opset, input_names=["images"],
+                                        output_names=["logits"], dynamic_shapes=dynamic, verbose=False)  # fmt: skip
+            program.save(str(tmp))
+            proto = onnx.load(str(tmp))
+            metadata = {"class_names": json.dumps(model.class_names), "input_size": json.dumps([c, h, w]),
+                        "mean": json.dumps(model.hparams.get("mean")), "std": json.dumps(model.hparams.get("std")),
+                        "model": str(model.hparams.model), "producer": "ninlab"}  # fmt: skip
+            for key, value in metadata.items():
+                proto.metadata_props.add(key=key, value=value)
+            onnx.save(proto, str(tmp))
+            session = onnxruntime.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+            (ort_logits,) = session.run(None, {session.get_inputs()[0].name: check.numpy()})
+            with torch.no_grad():
+                torch_logits = model(check).numpy()
+            diff = float(np.abs(ort_logits - torch_logits).max())
+            if not diff <= atol:
+                raise CheckpointError(f"ONNX export of {model.hparams.model} is wrong: onnxruntime's logits differ "
+                                      f"from PyTorch's by {diff:.3g} > {atol:g}; nothing was written")  # fmt: skip
+            os.replace(tmp, output)
+            return diff
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

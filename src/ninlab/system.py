@@ -17,7 +17,7 @@ from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
-from ninlab.errors import ConfigError
+from ninlab.errors import CheckpointError, ConfigError
 from ninlab.init import init_weights
 from ninlab.optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_scheduler, check_choice
 from ninlab.registry import create_model
@@ -183,6 +183,25 @@ class NiNClassifier(LightningModule):
         """Class probabilities (B, num_classes) of a batch of images (labels, if any, are ignored)."""
         x = batch[0] if isinstance(batch, list | tuple) else batch
         return self(x).softmax(dim=-1)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse, with one line, a ``--ckpt_path`` checkpoint whose network differs from the one this run built.
+
+        Lightning would otherwise fail on the first mismatched tensor with a long ``load_state_dict`` report.
+        """
+        saved = checkpoint.get("hyper_parameters")
+        if not isinstance(saved, dict):
+            raise CheckpointError("the checkpoint has no model hyperparameters; it was not written by ninlab fit")
+        mine = self.hparams
+        wanted = {"model": mine.model, "model_kwargs": dict(mine.model_kwargs or {}),
+                  "classes": self.num_classes, "channels": self.net.in_chans}  # fmt: skip
+        found = {"model": saved.get("model"), "model_kwargs": dict(saved.get("model_kwargs") or {}),
+                 "classes": saved.get("num_classes"), "channels": saved.get("in_chans")}  # fmt: skip
+        differ = [f"{key} {found[key]} vs {wanted[key]}" for key in wanted if found[key] not in (None, wanted[key])]
+        if differ:
+            raise CheckpointError(f"the checkpoint does not fit this run's network ({'; '.join(differ)} here): "
+                                  "pass the run's own config (-c runs/.../config.yaml) or a checkpoint of this "
+                                  "model and data")  # fmt: skip
 
     def configure_optimizers(self) -> dict[str, Any]:
         """The optimiser and a per-step lr schedule sized from the trainer's total number of optimiser steps."""

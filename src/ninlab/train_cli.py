@@ -26,15 +26,17 @@ from importlib import resources
 from pathlib import Path
 
 from jsonargparse import ArgumentError, Namespace
+from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
-from ninlab.callbacks import DeadClassMapGuard, NonFiniteLossGuard, RunReport, ThroughputMeter
+from ninlab.callbacks import DeadClassMapGuard, NonFiniteLossGuard, RunCheckpoint, RunReport, StepSeed, ThroughputMeter
+from ninlab.checkpoint_io import SafeCheckpointIO, read_checkpoint
 from ninlab.data import ImageDataModule
-from ninlab.errors import ConfigError
+from ninlab.errors import CheckpointError, ConfigError, NinlabError, TrainingError
 from ninlab.system import NiNClassifier
 
 __all__ = [
@@ -120,6 +122,24 @@ class NinlabCLI(LightningCLI):
         # With run=False (the benchmark builds the fit path this way) there is no subcommand level.
         return self.config[self.subcommand] if self.subcommand else self.config
 
+    def _parse_ckpt_path(self) -> None:
+        """Read ``--ckpt_path`` safely before LightningCLI merges its hyperparameters into the config.
+
+        LightningCLI then rebuilds the model from the checkpoint's own hyperparameters (model name and kwargs); the
+        classes and channels still come from the data, and :meth:`NiNClassifier.on_load_checkpoint` refuses a
+        checkpoint that does not fit them. A truncated, foreign or tampered file becomes one :class:`CheckpointError`
+        line here instead of an unpickling traceback.
+        """
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt_path and Path(ckpt_path).is_file():
+            checkpoint = read_checkpoint(ckpt_path)
+            hparams = checkpoint.get("hyper_parameters")
+            if not isinstance(hparams, dict) or "model" not in hparams:
+                raise CheckpointError(f"{ckpt_path} is not a ninlab checkpoint (no NiNClassifier hyperparameters); "
+                                      "pass a .ckpt written by ninlab fit")  # fmt: skip
+        super()._parse_ckpt_path()
+
     def before_instantiate_classes(self) -> None:
         """Resolve ``--ckpt_path last`` to the newest ``last.ckpt`` of the runs with this name."""
         config = self._active_config
@@ -145,13 +165,12 @@ class NinlabCLI(LightningCLI):
         if config.trainer.logger in (None, True):
             kwargs.setdefault("logger", _loggers(Path(run_dir)))
         try:
-            return super().instantiate_trainer(**kwargs)
+            trainer = super().instantiate_trainer(**kwargs)
         except MisconfigurationException as error:  # contradictory trainer flags
-            if created:
-                shutil.rmtree(run_dir, ignore_errors=True)
-                with contextlib.suppress(OSError):  # the run name's folder too, unless other runs live there
-                    Path(run_dir).parent.rmdir()
             raise ConfigError(" ".join(str(error).split())) from error
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # the default, not a user's plugin
+            trainer.strategy.checkpoint_io = SafeCheckpointIO()
+        return trainer
 
     def after_fit(self) -> None:
         """Test the best checkpoint (the last weights under ``fast_dev_run``) and print the test accuracy."""
@@ -168,15 +187,15 @@ class NinlabCLI(LightningCLI):
 
 
 def training_callbacks() -> list:
-    """The callbacks every run gets: checkpoints (best by val/acc, last), lr monitor, images/s, run report, guards.
+    """The callbacks every run gets: checkpoints, per-batch seeding, lr monitor, images/s, run report, guards.
 
     Persistent (not configurable away), and a fresh set per call, so runs in one process never share state.
     """
-    checkpoint = ModelCheckpoint(monitor="val/acc", mode="max", save_top_k=1, save_last=True,
-                                 filename="epoch{epoch:02d}-val_acc{val/acc:.4f}",
-                                 auto_insert_metric_name=False)  # fmt: skip
+    checkpoint = RunCheckpoint(monitor="val/acc", mode="max", save_top_k=1, save_last=True,
+                               filename="epoch{epoch:02d}-val_acc{val/acc:.4f}",
+                               auto_insert_metric_name=False)  # fmt: skip
     guards = [DeadClassMapGuard(), NonFiniteLossGuard()]
-    return [checkpoint, LearningRateMonitor(), ThroughputMeter(), RunReport(), *guards]
+    return [checkpoint, StepSeed(), LearningRateMonitor(), ThroughputMeter(), RunReport(), *guards]
 
 
 def _with_default_recipe(argv: list[str]) -> list[str]:
@@ -203,10 +222,30 @@ def run(argv: Sequence[str]) -> int:
                       trainer_defaults={"callbacks": training_callbacks()}, save_config_kwargs={"overwrite": True},
                       auto_configure_optimizers=False, load_from_checkpoint_support=False)  # fmt: skip
     except ArgumentError as error:
+        _discard_unfinished_run(inherited_run_dir)
         raise ConfigError(" ".join(str(error).split())) from error
+    except TrainingError:  # a guard stopped a run that trained: its directory records why
+        raise
+    except (NinlabError, OSError):
+        _discard_unfinished_run(inherited_run_dir)
+        raise
     except SystemExit as exit_:  # --help and --print_config exit through argparse
         return exit_.code if isinstance(exit_.code, int) else 0
     finally:
         if not inherited_run_dir:  # the next command in this process gets its own run directory
             os.environ.pop(RUN_DIR_ENV, None)
     return 0
+
+
+def _discard_unfinished_run(inherited: bool) -> None:
+    """Remove the run directory this command created when bad input or a failed write stopped it early.
+
+    A run that wrote a checkpoint is kept (it can be resumed); DDP's extra processes (which inherited the
+    directory) never remove it.
+    """
+    run_dir = os.environ.get(RUN_DIR_ENV)
+    if inherited or run_dir is None or any(Path(run_dir).rglob("*.ckpt")):
+        return
+    shutil.rmtree(run_dir, ignore_errors=True)
+    with contextlib.suppress(OSError):  # the run name's folder too, unless other runs live there
+        Path(run_dir).parent.rmdir()

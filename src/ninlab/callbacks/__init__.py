@@ -1,7 +1,9 @@
-"""Callbacks of ninlab training runs: guards against dead runs, throughput, and the run's written record."""
+"""Callbacks of ninlab training runs: guards, throughput, the run's record, and what makes resuming exact."""
 
+from ninlab.callbacks.checkpointing import RunCheckpoint
 from ninlab.callbacks.guards import DeadClassMapGuard, NonFiniteLossGuard
 from ninlab.callbacks.report import RunReport
+from ninlab.callbacks.seeding import StepSeed
 from ninlab.callbacks.throughput import ThroughputMeter
 
-__all__ = ["DeadClassMapGuard", "NonFiniteLossGuard", "RunReport", "ThroughputMeter"]
+__all__ = ["DeadClassMapGuard", "NonFiniteLossGuard", "RunCheckpoint", "RunReport", "StepSeed", "ThroughputMeter"]

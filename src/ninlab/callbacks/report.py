@@ -21,6 +21,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import CSVLogger
 
 import ninlab
+from ninlab.atomic import atomic_open
 from ninlab.callbacks.throughput import ThroughputMeter
 from ninlab.plots import epoch_metrics, plot_confusion_matrix, plot_curves
 
@@ -76,7 +77,8 @@ class RunReport(Callback):
         summary.update(values)
         summary.update(environment(trainer))
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(summary, indent=2) + "\n")
+        with atomic_open(path) as file:  # a run killed while writing keeps its previous summary, never a torn one
+            file.write((json.dumps(summary, indent=2) + "\n").encode())
         return path
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import pickle
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 
+from ninlab.atomic import atomic_open
 from ninlab.data.imageset import ImageSet
 from ninlab.data.locate import cache_dir
 
@@ -104,14 +103,8 @@ def _write(entry: Path, imageset: ImageSet) -> None:
         "source": str(imageset.source) if imageset.source else "",
         "checksum": imageset.checksum,
     }
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{entry.name}.", suffix=".part", dir=entry.parent)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            torch.save(payload, file)
-        os.replace(tmp_name, entry)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_open(entry) as file:
+        torch.save(payload, file)
     prefix = entry.name.rsplit("-", 1)[0] + "-"
     for stale in entry.parent.glob(f"{prefix}*.pt"):
         if stale != entry:

@@ -176,14 +176,11 @@ def read_cifar(spec: CifarDataset, split: str, source: Path, strict: bool = True
         where = f"{source}:{name}"
         batch = _unpickle(raw[name], where)
         data = _field(batch, "data", where)
-        batch_labels = np.asarray(_field(batch, spec.label_key, where))
         if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
             found = f"{getattr(data, 'dtype', type(data).__name__)} {getattr(data, 'shape', '')}"
             raise DataError(f"{where}: expected uint8 data of shape N x 3072, found {found}; the batch is corrupt")
-        if batch_labels.shape != (len(data),):
-            raise DataError(f"{where}: expected {len(data)} labels, found {batch_labels.shape}; the batch is corrupt")
         images.append(data.reshape(-1, 3, 32, 32))
-        labels.append(batch_labels.astype(np.int64))
+        labels.append(_labels(_field(batch, spec.label_key, where), len(data), where))
     return ImageSet(
         name=spec.name,
         split=split,
@@ -257,6 +254,18 @@ def _field(mapping, key: str, where: str):
         if candidate in mapping:
             return mapping[candidate]
     raise DataError(f"{where}: expected key {key!r}, found keys {sorted(map(str, mapping))}; this is not a CIFAR batch")
+
+
+def _labels(value, count: int, where: str) -> np.ndarray:
+    try:
+        labels = np.asarray(value)
+    except (ValueError, TypeError):  # ragged nesting
+        labels = np.asarray([], dtype=object)
+    # Integers only: floats, strings, or ints too big for int64 (object arrays) would be silently coerced or crash.
+    if labels.shape != (count,) or labels.dtype.kind not in "iu":
+        found = f"{labels.dtype} of shape {labels.shape}"
+        raise DataError(f"{where}: expected {count} labels, all integers, found {found}; the batch is corrupt")
+    return labels.astype(np.int64)
 
 
 def _text(value) -> str:

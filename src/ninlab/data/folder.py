@@ -125,6 +125,9 @@ def _image_files(folder: Path) -> list[Path]:
         if path.is_dir():
             files += _image_files(path)
         elif path.suffix.lower() in IMAGE_SUFFIXES:
+            if not path.is_file():  # listed but not readable as a file: a dangling link, a socket...
+                found = "a dangling link" if path.is_symlink() else "no regular file"
+                raise DataError(f"{path}: expected a readable image, found {found}; fix or remove it")
             files.append(path)
         else:
             raise DataError(

@@ -7,6 +7,7 @@ the values in C order. See http://yann.lecun.com/exdb/mnist/.
 from __future__ import annotations
 
 import gzip
+import math
 import zlib
 from pathlib import Path
 
@@ -75,7 +76,7 @@ def decode_idx(data: bytes, path: Path, ndim: int) -> np.ndarray:
         raise DataError(f"{path}: expected a {header}-byte IDX header, found {len(data)} bytes; the file is truncated")
     shape = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=dims, offset=4))
     dtype = _DTYPES[code]
-    expected = header + int(np.prod(shape)) * dtype.itemsize
+    expected = header + math.prod(shape) * dtype.itemsize  # exact: np.prod would wrap around for huge dims
     if len(data) != expected:
         state = "truncated" if len(data) < expected else "oversized (trailing bytes)"
         raise DataError(

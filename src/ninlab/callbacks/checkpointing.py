@@ -1,0 +1,56 @@
+"""Checkpointing that keeps ``last.ckpt`` current and remembers the best checkpoint across resumed runs.
+
+Two gaps of Lightning's ``ModelCheckpoint`` (2.6) for resuming:
+
+* at the end of a training epoch it updates ``last.ckpt`` only when that epoch also wrote a new top-k checkpoint,
+  so after an epoch that did not improve ``val/acc``, ``--ckpt_path last`` resumed from an older epoch;
+* a resumed run writes into a new run directory, and on a changed ``dirpath`` only ``best_model_path`` is restored,
+  not the best score: the first epoch after a resume always became "best" and the final test could use a worse
+  checkpoint than an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any
+
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+__all__ = ["RunCheckpoint"]
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` that writes ``last.ckpt`` after every epoch and keeps the best checkpoints on resume.
+
+    Best checkpoints of the earlier run are never deleted from its directory (Lightning only removes files inside
+    its own ``dirpath``). A best checkpoint that no longer exists (a run killed between writing a new best and
+    ``last.ckpt`` deletes the previous best) is dropped, so the re-run epoch takes its place, as it did before.
+    """
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Save the top-k checkpoint if the epoch improved, and ``last.ckpt`` in any case."""
+        super().on_train_epoch_end(trainer, pl_module)
+        # The parent saved nothing when the epoch was not in the top k (then the step differs from the last saved).
+        if not self.save_last or self._should_skip_saving_checkpoint(trainer):
+            return
+        if self._should_save_on_train_epoch_end(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the best scores and paths even when the checkpoint was written into another run directory."""
+        with warnings.catch_warnings():  # "dirpath has changed ... won't be reloaded": it is, below
+            warnings.filterwarnings("ignore", message="The dirpath has changed")
+            super().load_state_dict(state_dict)
+        if state_dict.get("dirpath", self.dirpath) == self.dirpath:
+            return
+        best = {path: score for path, score in state_dict.get("best_k_models", {}).items() if os.path.isfile(path)}
+        self.best_k_models = best
+        if not best:
+            self.best_model_path, self.best_model_score = "", None
+            return
+        reverse = self.mode == "max"
+        ranked = sorted(best, key=lambda path: best[path], reverse=reverse)
+        self.best_model_path, self.best_model_score = ranked[0], best[ranked[0]]
+        self.kth_best_model_path, self.kth_value = ranked[-1], best[ranked[-1]]

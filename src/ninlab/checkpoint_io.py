@@ -1,0 +1,80 @@
+"""How checkpoints are written and read: atomically, and as plain data only.
+
+Writing: Lightning's ``TorchCheckpointIO`` saves through an fsspec transaction, which for local paths writes a
+temporary file in the system temp dir and then ``shutil.move``s it: across file systems (``/tmp`` on tmpfs, runs on
+disk) that move is a copy straight into ``last.ckpt``, and nothing is fsynced, so a kill or power cut mid-copy
+leaves a torn checkpoint that ``--ckpt_path last`` would then try to resume. :class:`SafeCheckpointIO` writes
+through :func:`ninlab.atomic.atomic_open` instead (same directory, fsync, ``os.replace``).
+
+Reading: a checkpoint is a pickle, and unpickling can run code. Every checkpoint ninlab opens (``--ckpt_path``,
+``export``, ``predict-images``) goes through :func:`read_checkpoint`, i.e. ``torch.load(weights_only=True)``, which
+builds only tensors and plain containers, whatever torch's default or ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` say.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.fabric.plugins import TorchCheckpointIO
+from lightning.fabric.utilities.cloud_io import get_filesystem
+
+from ninlab.atomic import atomic_open
+from ninlab.errors import CheckpointError
+
+__all__ = ["SafeCheckpointIO", "read_checkpoint"]
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """The checkpoint at ``path``, loaded on the CPU as plain data (``weights_only=True``).
+
+    Raises:
+        CheckpointError: No such file, or a file that is truncated, foreign or carries code (nothing of it runs).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint file at {path}; pass a .ckpt from a run's checkpoints/ folder")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for truncated, foreign or code-carrying files
+        code = re.search(r"GLOBAL ([\w.]+)", str(error))
+        if code:  # torch's own advice (retry with weights_only=False) is exactly what must not be done here
+            raise CheckpointError(f"{path} cannot be read safely as a checkpoint: it refers to code ({code[1]}), "
+                                  "which no checkpoint needs; it was tampered with or is not a ninlab checkpoint, "
+                                  "and nothing of it was run") from error  # fmt: skip
+        reason = f"{type(error).__name__}: {' '.join(str(error).split())[:200]}"
+        raise CheckpointError(f"{path} cannot be read safely as a checkpoint: it is truncated, damaged or not a "
+                              f"PyTorch checkpoint ({reason})") from error  # fmt: skip
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(f"{path} is not a training checkpoint (found a {type(checkpoint).__name__})")
+    return checkpoint
+
+
+def _is_local(path: str | os.PathLike) -> bool:
+    protocol = get_filesystem(path).protocol
+    return "file" in (protocol if isinstance(protocol, tuple) else (protocol,))
+
+
+class SafeCheckpointIO(TorchCheckpointIO):
+    """:class:`~lightning.fabric.plugins.TorchCheckpointIO` with atomic, durable writes and weights-only reads.
+
+    Remote paths (``s3://``...) keep Lightning's own handling, where object stores make each upload atomic.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any = None) -> None:
+        """Write ``checkpoint`` to ``path`` so that ``path`` holds either the previous file or the complete new one."""
+        if storage_options is not None or not _is_local(path):
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with atomic_open(path) as file:
+            torch.save(checkpoint, file)
+
+    def load_checkpoint(self, path: str | os.PathLike, map_location: Any = None, weights_only: bool | None = None):
+        """Read a local checkpoint with :func:`read_checkpoint` (``weights_only`` is always True for local files)."""
+        if not _is_local(path):
+            return super().load_checkpoint(path, map_location=map_location, weights_only=True)
+        return read_checkpoint(path)
