@@ -17,6 +17,7 @@ Errors in arguments or configs become :class:`ConfigError` (one line) instead of
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import time
@@ -212,6 +213,8 @@ def run(argv: Sequence[str]) -> int:
     """
     argv = _with_default_recipe(list(argv))
     inherited_run_dir = RUN_DIR_ENV in os.environ
+    # "Seed set to N" would precede any error line; the seed is in the run's config.yaml and summary.json anyway.
+    logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)
     # Parse errors raise instead of printing usage and exiting, so they become one ConfigError line.
     parser_kwargs = {"prog": "ninlab", "exit_on_error": False, **{cmd: {"exit_on_error": False} for cmd in SUBCOMMANDS}}
     try:
