@@ -195,7 +195,7 @@ class NiNClassifier(LightningModule):
     def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         """Class probabilities (B, num_classes) of a batch of images (labels, if any, are ignored)."""
         x = batch[0] if isinstance(batch, list | tuple) else batch
-        return self(x).softmax(dim=-1)
+        return self(x).float().softmax(dim=-1)
 
     def configure_optimizers(self) -> dict[str, Any]:
         """The optimiser and a per-step lr schedule sized from the trainer's total number of optimiser steps."""
