@@ -64,7 +64,7 @@ def main() -> None:
                     fontsize=8, color="grey")  # fmt: skip
     ax.set_xlabel("wall time since fit started (min)")
     ax.set_ylabel("accuracy (Fashion-MNIST)")
-    ax.set_ylim(args.ylim, None)
+    ax.set_ylim(args.ylim, 0.95)
     ax.set_xlim(0, None)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
