@@ -18,8 +18,9 @@ def _batch_size(batch: Any) -> int:
 class ThroughputMeter(Callback):
     """Measure training images/s: wall time between batch ends, so data loading counts and validation does not.
 
-    The progress bar shows a smoothed ``img/s``; each epoch logs ``train/images_per_s``; :attr:`images_per_s` is
-    the whole run's average (what the run summary reports).
+    The progress bar shows a smoothed ``img/s``; each epoch logs ``train/images_per_s`` and ``time/elapsed_s``
+    (wall seconds since fit started, validation included: the x axis of time-to-accuracy plots); :attr:`images_per_s`
+    is the whole run's average (what the run summary reports).
 
     Args:
         smoothing: Weight of the previous value in the progress bar's exponential moving average.
@@ -33,6 +34,7 @@ class ThroughputMeter(Callback):
         self._epoch_seconds = 0.0
         self._shown = 0.0
         self._last = 0.0
+        self._fit_start = 0.0
 
     @property
     def images_per_s(self) -> float:
@@ -41,6 +43,9 @@ class ThroughputMeter(Callback):
 
     def _restart_clock(self) -> None:
         self._last = time.perf_counter()
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._fit_start = time.perf_counter()
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._epoch_images, self._epoch_seconds = 0, 0.0
@@ -68,3 +73,5 @@ class ThroughputMeter(Callback):
             # Summed over DDP processes: the logged rate is the whole job's.
             rate = self._epoch_images / self._epoch_seconds
             pl_module.log("train/images_per_s", rate, sync_dist=True, reduce_fx="sum")
+        # Runs after the epoch's validation, so it is the time at which that epoch's val/acc was known.
+        pl_module.log("time/elapsed_s", time.perf_counter() - self._fit_start, reduce_fx="max", sync_dist=True)

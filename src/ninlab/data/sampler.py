@@ -24,8 +24,15 @@ class IndexBatches(Dataset):
         return len(self.tensors[0])
 
     def __getitem__(self, indices: list[int]) -> tuple[torch.Tensor, ...]:
-        index = torch.as_tensor(indices)
+        # The index goes to the data's device (a few hundred bytes), never the images to the index's.
+        index = torch.as_tensor(indices, device=self.tensors[0].device)
         return tuple(tensor[index] for tensor in self.tensors)
+
+    def to(self, device: torch.device | str) -> IndexBatches:
+        """The same batches with every tensor on ``device`` (self when already there)."""
+        if all(tensor.device == torch.device(device) for tensor in self.tensors):
+            return self
+        return IndexBatches(*(tensor.to(device) for tensor in self.tensors))
 
 
 class ShardedBatchSampler(DistributedSampler):
