@@ -103,7 +103,15 @@ def test_run_directory_holds_the_whole_record(trained_run, capsys):
     summary = json.loads((trained_run / "summary.json").read_text())
     assert summary["epochs"] == 2 and summary["train_images_per_s"] > 0 and summary["wall_s"] > 0
     assert {"test_acc", "val_acc", "versions", "machine"} <= set(summary)
-    assert set(summary["versions"]) == {"python", "torch", "lightning", "ninlab"}
+    assert set(summary["versions"]) == {
+        "python",
+        "ninlab",
+        "torch",
+        "lightning",
+        "torchmetrics",
+        "numpy",
+        "onnxruntime",
+    }
     assert summary["machine"]["cpu_count"] >= 1
     header = (trained_run / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"train/loss", "train/acc", "val/loss", "val/acc", "test/acc", "lr-SGD/pg1"} <= set(header)

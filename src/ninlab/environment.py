@@ -9,6 +9,8 @@ from importlib import metadata
 
 import torch
 
+from ninlab.host_allocator import keeps_freed_memory
+
 __all__ = ["machine_info", "versions"]
 
 
@@ -36,12 +38,13 @@ def _cpu_model() -> str:
 
 
 def machine_info() -> dict[str, object]:
-    """The machine: OS, CPU model, cores usable by this process, torch threads, and the GPU if there is one."""
+    """The machine: OS, CPU model, usable cores, torch threads, the allocator setting, and the GPU if there is one."""
     info: dict[str, object] = {
         "platform": platform.platform(),
         "cpu": _cpu_model(),
         "cpu_count": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "keeps_freed_memory": keeps_freed_memory(),
         "python_executable": sys.executable,
     }
     if torch.cuda.is_available():

@@ -53,6 +53,7 @@ def bench(config: BenchConfig, rounds: int = 1, inference: bool = False) -> dict
         "window_images_per_s": {name: r.window_images_per_s for name, r in results.items()},
         "epoch_images_per_s": {name: round(r.epoch_images_per_s, 1) for name, r in results.items()},
         "peak_rss_mb": {name: round(r.peak_rss_mb, 1) for name, r in results.items()},
+        "keeps_freed_memory": {name: r.keeps_freed_memory for name, r in results.items()},
         "ratio_vs_seed_style": ninlab.images_per_s / results["seed_style"].images_per_s,
         "ratio_vs_bare_loop": ninlab.images_per_s / results["bare"].images_per_s,
         "train_flops_per_image": ninlab.train_flops_per_image,
@@ -73,10 +74,11 @@ def format_report(report: dict) -> str:
     """The report as a short plain-text table."""
     names = {"seed_style": "A seed-style (per-sample Dataset, NCHW)", "ninlab": "B ninlab fit",
              "bare": "C bare PyTorch loop"}  # fmt: skip
-    lines = [f"{'pipeline':<42}{'img/s (median)':>15}{'epoch img/s':>13}{'peak RSS MB':>13}"]
+    lines = [f"{'pipeline':<42}{'img/s (median)':>15}{'epoch img/s':>13}{'peak RSS MB':>13}  allocator"]
     for key, label in names.items():
+        allocator = "keeps freed memory" if report["keeps_freed_memory"][key] else "default"
         lines.append(f"{label:<42}{report['images_per_s'][key]:>15,.1f}{report['epoch_images_per_s'][key]:>13,.1f}"
-                     f"{report['peak_rss_mb'][key]:>13,.0f}")  # fmt: skip
+                     f"{report['peak_rss_mb'][key]:>13,.0f}  {allocator}")  # fmt: skip
     lines += [
         f"B/A = {report['ratio_vs_seed_style']:.2f}   B/C = {report['ratio_vs_bare_loop']:.3f}",
         f"B trains at {report['achieved_flops_per_s'] / 1e9:.1f} GFLOP/s over its timed epoch "

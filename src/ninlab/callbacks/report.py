@@ -8,41 +8,28 @@ code and hardware that produced it.
 from __future__ import annotations
 
 import json
-import os
-import platform
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import lightning
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import CSVLogger
 
-import ninlab
 from ninlab.atomic import atomic_open
 from ninlab.callbacks.throughput import ThroughputMeter
+from ninlab.environment import machine_info, versions
 from ninlab.plots import epoch_metrics, plot_confusion_matrix, plot_curves
 
 __all__ = ["RunReport", "environment"]
 
 
 def environment(trainer: Trainer | None = None) -> dict[str, Any]:
-    """Versions of Python, torch, Lightning and ninlab, and the machine (platform, CPUs, threads, accelerator)."""
-    machine = {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-    }
+    """The versions and the machine (:mod:`ninlab.environment`), plus the trainer's accelerator."""
+    machine = machine_info()
     if trainer is not None:
         machine["accelerator"] = type(trainer.accelerator).__name__
-    if torch.cuda.is_available():
-        machine["gpu"] = torch.cuda.get_device_name()
-    versions = {"python": sys.version.split()[0], "torch": torch.__version__, "lightning": lightning.__version__,
-                "ninlab": ninlab.__version__}  # fmt: skip
-    return {"versions": versions, "machine": machine}
+    return {"versions": versions(), "machine": machine}
 
 
 def _scalar(metrics: dict[str, Any], key: str) -> float | None:
