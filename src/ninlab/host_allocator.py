@@ -3,10 +3,10 @@
 A CPU training step allocates and frees the same few-megabyte activation and gradient buffers every step. With
 glibc's defaults those are either mmap'd fresh each time (buffers above the 128 KiB mmap threshold, until its dynamic
 adjustment catches up) or trimmed off the top of the heap when freed, so every step page-faults its working set back
-in and the kernel zeroes it. Measured on the project's 2-core CPU (docs/benchmarks.md): a nin_fast training step made
-~37,000 page faults per 100 steps and spent 20% of its CPU time in the kernel; raising the mmap threshold to glibc's
-maximum and the trim threshold above any training step's working set cut the faults 30-fold and made training
-18-28% faster. Memory that was freed stays with the process for reuse (its peak RSS does not shrink afterwards).
+in and the kernel zeroes it. Measured on the project's 2-core CPU (docs/benchmarks.md): 100 nin_fast training steps
+made about a million page faults and spent ~15% of their CPU time in the kernel; raising the mmap threshold to
+glibc's maximum and the trim threshold above any training step's working set cut the faults 15-70-fold and made the
+steps ~1.2x faster. Memory that was freed stays with the process for reuse (its peak RSS does not shrink afterwards).
 
 No allocator library does this for us without an LD_PRELOAD set up before Python starts (jemalloc, tcmalloc), so
 ninlab sets glibc's two knobs through ``mallopt`` when its command line starts. Nothing happens on other C

@@ -14,12 +14,13 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from torch import nn
-from torchmetrics import MetricCollection
+from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from ninlab.errors import CheckpointError, ConfigError
 from ninlab.init import init_weights
 from ninlab.optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_scheduler, check_choice
+from ninlab.progress_bar import progress_bar_due
 from ninlab.registry import create_model
 
 __all__ = ["SPLITS", "NiNClassifier"]
@@ -113,6 +114,7 @@ class NiNClassifier(LightningModule):
         self.metrics = nn.ModuleDict(
             {f"{split}_": MetricCollection(metrics, prefix=f"{split}/").clone() for split in SPLITS}
         )
+        self.mean_loss = nn.ModuleDict({f"{split}_": MeanMetric() for split in SPLITS})
 
     def _check_options(self) -> None:
         hp = self.hparams
@@ -172,13 +174,33 @@ class NiNClassifier(LightningModule):
         # with ln(num_classes) and across recipes.
         smoothing = self.hparams.label_smoothing if split == "train" else 0.0
         loss = F.cross_entropy(logits, y, label_smoothing=smoothing)
-        metrics = self.metrics[f"{split}_"]
-        metrics.update(logits, y)
-        self.log(f"{split}/loss", loss, on_step=False, on_epoch=True, sync_dist=True)
-        self.log_dict(metrics, on_step=False, on_epoch=True)
-        if split == "train":
+        # Accumulated here and logged once per epoch (_log_epoch): each Lightning `log` call costs ~5 ms on a CPU
+        # (ninlab.progress_bar), and logging loss and metrics every step cost a tenth of the default recipe's step.
+        self.metrics[f"{split}_"].update(logits, y)
+        self.mean_loss[f"{split}_"].update(loss.detach(), weight=y.numel())
+        if split == "train" and progress_bar_due(self._trainer):
             self.log("loss", loss, prog_bar=True, logger=False)  # running loss in the progress bar only
         return {"loss": loss, "logits": logits.detach()}
+
+    def _log_epoch(self, split: str) -> None:
+        metrics, loss = self.metrics[f"{split}_"], self.mean_loss[f"{split}_"]
+        if loss.update_count:
+            # compute() totals over DDP processes itself, so the logged values need no further sync.
+            self.log_dict({f"{split}/loss": loss.compute(), **metrics.compute()})
+        metrics.reset()
+        loss.reset()
+
+    def on_train_epoch_end(self) -> None:
+        """Log the epoch's training loss and accuracy."""
+        self._log_epoch("train")
+
+    def on_validation_epoch_end(self) -> None:
+        """Log the validation loss and accuracy."""
+        self._log_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        """Log the test loss and accuracy."""
+        self._log_epoch("test")
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         """One optimisation step on a training batch; returns the loss and the logits."""

@@ -7,6 +7,8 @@ from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 
+from ninlab.progress_bar import progress_bar_due
+
 __all__ = ["ThroughputMeter"]
 
 
@@ -66,7 +68,8 @@ class ThroughputMeter(Callback):
         self._epoch_seconds += seconds
         rate = images / max(seconds, 1e-9)
         self._shown = rate if not self._shown else self.smoothing * self._shown + (1 - self.smoothing) * rate
-        pl_module.log("img/s", self._shown, prog_bar=True, logger=False)
+        if progress_bar_due(trainer):
+            pl_module.log("img/s", self._shown, prog_bar=True, logger=False)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self._epoch_seconds:
