@@ -1,12 +1,12 @@
 """`ninlab bench` at a tiny size: it runs end to end on real data and reports every figure the issue names."""
 
 import json
-import os
 
 import pytest
 
 from ninlab.benchmark.clock import window_rates
 from ninlab.cli import main
+from ninlab.host_allocator import runs_on_glibc
 
 
 def test_window_rates():
@@ -31,7 +31,7 @@ def test_bench_reports_ratios_and_flop_fraction(real_data_dir, tmp_path, capsys)
     assert all(mb > 0 for mb in report["peak_rss_mb"].values())
     assert 0 < report["fraction_of_sgemm"] < 2
     # B and C run with the command line's allocator setting (glibc only), A as spec 000's code would.
-    glibc = hasattr(os, "confstr") and (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc")
+    glibc = runs_on_glibc()
     assert report["keeps_freed_memory"] == {"seed_style": False, "ninlab": glibc, "bare": glibc}
     assert "B/A" in capsys.readouterr().out
     assert [p.name for p in tmp_path.iterdir()] == ["bench.json"]  # no temporary or run files left behind

@@ -9,10 +9,9 @@ import sys
 
 import pytest
 
-glibc_only = pytest.mark.skipif(
-    not sys.platform.startswith("linux") or not os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc"),
-    reason="the setting is glibc's",
-)
+from ninlab.host_allocator import USER_SETTINGS, runs_on_glibc
+
+glibc_only = pytest.mark.skipif(not runs_on_glibc(), reason="the setting is glibc's")
 
 # Ten nin_fast training steps at batch 64 after three warm-up steps; prints the minor page faults of the ten.
 _STEPS = """
@@ -40,10 +39,9 @@ print(json.dumps({"applied": applied, "faults": resource.getrusage(resource.RUSA
 
 
 def _faults(mode: str, env: dict[str, str] | None = None) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "GLIBC_TUNABLES"):
-        if env.get(name) == "":
-            del env[name]
+    """Run the steps in a fresh process without the caller's malloc settings, plus ``env``."""
+    clean = {name: value for name, value in os.environ.items() if name not in USER_SETTINGS}
+    env = {**clean, "OMP_NUM_THREADS": "1", **(env or {})}
     done = subprocess.run([sys.executable, "-c", _STEPS, mode], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
@@ -51,8 +49,7 @@ def _faults(mode: str, env: dict[str, str] | None = None) -> dict:
 
 @glibc_only
 def test_training_steps_stop_page_faulting_their_buffers_in():
-    unset = {"MALLOC_MMAP_THRESHOLD_": "", "MALLOC_TRIM_THRESHOLD_": "", "MALLOC_TOP_PAD_": "", "GLIBC_TUNABLES": ""}
-    default, kept = _faults("default", unset), _faults("keep", unset)
+    default, kept = _faults("default"), _faults("keep")
     assert kept["applied"] and not default["applied"]
     # glibc's defaults give thousands of faults per step here (the buffers go back to the kernel and come back
     # zeroed); with freed memory kept they are reused.

@@ -9,7 +9,7 @@ from importlib import metadata
 
 import torch
 
-from ninlab.host_allocator import keeps_freed_memory
+from ninlab.host_allocator import freed_memory_kept
 
 __all__ = ["machine_info", "versions"]
 
@@ -44,7 +44,7 @@ def machine_info() -> dict[str, object]:
         "cpu": _cpu_model(),
         "cpu_count": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
-        "keeps_freed_memory": keeps_freed_memory(),
+        "keeps_freed_memory": freed_memory_kept(),
         "python_executable": sys.executable,
     }
     if torch.cuda.is_available():

@@ -16,11 +16,9 @@ libraries (musl, macOS, Windows) or when the user set glibc's malloc variables i
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
-import sys
 
-__all__ = ["keep_freed_memory", "keeps_freed_memory"]
+__all__ = ["USER_SETTINGS", "freed_memory_kept", "keep_freed_memory", "runs_on_glibc"]
 
 _M_TRIM_THRESHOLD = -1  # <malloc.h>
 _M_MMAP_THRESHOLD = -3
@@ -28,11 +26,20 @@ MMAP_THRESHOLD = 32 * 2**20
 """The largest mmap threshold glibc accepts on 64-bit systems: smaller blocks are served from the heap."""
 TRIM_THRESHOLD = 1 * 2**30
 """Free memory at the top of the heap kept for reuse instead of being returned to the kernel."""
-_USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "GLIBC_TUNABLES")
+USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "GLIBC_TUNABLES")
+"""Environment variables through which a user configures glibc's malloc; any of them set leaves malloc alone."""
 _applied = False
 
 
-def keeps_freed_memory() -> bool:
+def runs_on_glibc() -> bool:
+    """Whether this process's C library is glibc, the one whose malloc settings ninlab knows."""
+    try:
+        return (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc")
+    except (AttributeError, ValueError, OSError):  # no confstr (Windows) or no such name (musl, macOS)
+        return False
+
+
+def freed_memory_kept() -> bool:
     """Whether :func:`keep_freed_memory` has applied its settings in this process."""
     return _applied
 
@@ -43,15 +50,9 @@ def keep_freed_memory() -> bool:
     Returns False, changing nothing, where the C library is not glibc or the user configured malloc through the
     environment (``MALLOC_*_`` variables or ``GLIBC_TUNABLES``), whose choice wins. Safe to call more than once.
     """
-    if not sys.platform.startswith("linux") or any(name in os.environ for name in _USER_SETTINGS):
+    if not runs_on_glibc() or any(name in os.environ for name in USER_SETTINGS):
         return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt  # glibc only; musl has no mallopt
-        gnu_get_libc_version = libc.gnu_get_libc_version
-    except (OSError, AttributeError):
-        return False
-    del gnu_get_libc_version  # looked up only to be sure this is glibc
+    mallopt = ctypes.CDLL("libc.so.6").mallopt
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
     global _applied

@@ -33,7 +33,7 @@ from ninlab.benchmark.clock import StepClock, window_rates
 from ninlab.benchmark.rates import training_flops_per_image
 from ninlab.data import ImageDataModule
 from ninlab.data.sampler import ShardedBatchSampler
-from ninlab.host_allocator import keep_freed_memory, keeps_freed_memory
+from ninlab.host_allocator import freed_memory_kept, keep_freed_memory
 from ninlab.optim import build_optimizer
 from ninlab.system import NiNClassifier
 from ninlab.train_cli import RUN_DIR_ENV, NinlabCLI, recipe_path, training_callbacks
@@ -192,7 +192,7 @@ def run_pipeline(name: str, config: BenchConfig) -> PipelineResult:
     L.seed_everything(0, verbose=False)
     with _scratch_dir() as workdir:
         result = PIPELINES[name](config, workdir)
-    result.keeps_freed_memory = keeps_freed_memory()
+    result.keeps_freed_memory = freed_memory_kept()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     result.peak_rss_mb = peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux
     return result
