@@ -1,5 +1,7 @@
 """The mlpconv block: layer order, depth of the micro-network, norm and final activation."""
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -35,3 +37,22 @@ def test_last_activation_controls_negative_outputs():
     x = torch.randn(4, 2, 6, 6)
     assert (MLPConv(2, 3, 3, mlp_chans=(3,))(x) >= 0).all()
     assert (MLPConv(2, 3, 3, mlp_chans=(3,), final_act=False)(x) < 0).any()
+
+
+@pytest.mark.parametrize("norm_layer", [None, nn.BatchNorm2d])
+def test_in_place_relu_gives_the_same_outputs_and_gradients(norm_layer):
+    torch.manual_seed(0)
+    block = MLPConv(2, 6, 3, padding=1, mlp_chans=(6,), norm_layer=norm_layer)
+    assert all(m.inplace for m in block if isinstance(m, nn.ReLU))
+    # The same layers with out-of-place ReLUs: what the block computed before its ReLUs ran in place.
+    reference = nn.Sequential(*(nn.ReLU() if isinstance(m, nn.ReLU) else m for m in copy.deepcopy(block)))
+    x = torch.randn(4, 2, 7, 7)
+    outputs, grads = [], []
+    for net in (block, reference):
+        out = net(x)
+        out.square().sum().backward()
+        outputs.append(out.detach())
+        grads.append([p.grad.clone() for p in net.parameters()])
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=0, atol=0)
+    for in_place, plain in zip(*grads, strict=True):
+        torch.testing.assert_close(in_place, plain, rtol=0, atol=0)
