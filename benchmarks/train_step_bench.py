@@ -4,7 +4,9 @@ Forward, cross-entropy, backward and an SGD Nesterov step on random channels-las
 then images/s over ``--steps`` timed steps, and the process's page faults and kernel CPU time. Used for the
 width/batch/thread/allocator rows of docs/benchmarks.md; compare numbers only within one invocation (or back to
 back), since a shared CPU's load changes from minute to minute. ``--allocator keep`` applies the setting of ninlab's
-command line (ninlab.host_allocator); the default leaves glibc's malloc as it is.
+command line (ninlab.host_allocator); the default leaves glibc's malloc as it is. ``--compile`` times the step
+through ``torch.compile`` (inductor; its compile time is printed, not timed). ``--profile`` then profiles 10 more
+steps and prints where a step's time goes, per operator and input shape (torch.profiler, self CPU time).
 
     PYTHONPATH=src python benchmarks/train_step_bench.py --allocator keep 32-64-128@128 16-64-128@128
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import resource
 import time
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -22,25 +25,48 @@ from ninlab import create_model
 from ninlab.host_allocator import keep_freed_memory
 
 
-def images_per_s(widths: list[int], batch_size: int, steps: int) -> float:
-    """Training images per second of nin_fast with ``widths`` at ``batch_size``."""
+def training_step(widths: list[int], batch_size: int, compile: bool = False) -> Callable[[], None]:
+    """One training step of nin_fast with ``widths`` on a fixed random batch of ``batch_size``, warmed up."""
     net = create_model("nin_fast", widths=widths).to(memory_format=torch.channels_last)
+    model = torch.compile(net) if compile else net
     optimizer = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, nesterov=True)
     x = torch.randn(batch_size, 1, 28, 28).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (batch_size,))
 
     def step() -> None:
-        loss = F.cross_entropy(net(x), y)
+        loss = F.cross_entropy(model(x), y)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
 
-    for _ in range(5):
+    start = time.perf_counter()
+    step()
+    if compile:
+        print(f"first (compiling) step: {time.perf_counter() - start:.1f} s", flush=True)
+    for _ in range(4):
         step()
+    return step
+
+
+def images_per_s(step: Callable[[], None], batch_size: int, steps: int) -> float:
+    """Training images per second over ``steps`` timed calls of ``step``."""
     start = time.perf_counter()
     for _ in range(steps):
         step()
     return steps * batch_size / (time.perf_counter() - start)
+
+
+def _print_profile(step, steps: int = 10) -> None:
+    """Self CPU milliseconds per step of each operator and input shape over ``steps`` profiled steps."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True) as prof:
+        for _ in range(steps):
+            step()
+    events = sorted(prof.key_averages(group_by_input_shape=True), key=lambda e: -e.self_cpu_time_total)
+    total = sum(e.self_cpu_time_total for e in events)
+    print(f"profiled: {total / 1e3 / steps:.1f} ms of self CPU time per step", flush=True)
+    for event in events[:25]:
+        shapes = ", ".join(str(s) for s in event.input_shapes if s)
+        print(f"  {event.self_cpu_time_total / 1e3 / steps:6.2f} ms  {event.key:<40} {shapes}")
 
 
 def main() -> None:
@@ -49,6 +75,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--allocator", choices=("default", "keep"), default="default",
                         help="keep: keep freed memory for reuse, as the ninlab command line does")  # fmt: skip
+    parser.add_argument("--compile", action="store_true", help="time the step through torch.compile (inductor)")
+    parser.add_argument("--profile", action="store_true", help="print each operator's time per step afterwards")
     args = parser.parse_args()
     if args.allocator == "keep" and not keep_freed_memory():
         parser.error("--allocator keep needs glibc and no MALLOC_*_ / GLIBC_TUNABLES variables")
@@ -56,10 +84,14 @@ def main() -> None:
     for config in args.configs:
         widths, _, batch = config.partition("@")
         before = resource.getrusage(resource.RUSAGE_SELF)
-        rate = images_per_s([int(w) for w in widths.split("-")], int(batch or 128), args.steps)
+        batch_size = int(batch or 128)
+        step = training_step([int(w) for w in widths.split("-")], batch_size, args.compile)
+        rate = images_per_s(step, batch_size, args.steps)
         after = resource.getrusage(resource.RUSAGE_SELF)
         faults, kernel_s = after.ru_minflt - before.ru_minflt, after.ru_stime - before.ru_stime
         print(f"{config}: {rate:,.0f} img/s, {faults:,} page faults, {kernel_s:.1f} s kernel CPU", flush=True)
+        if args.profile:
+            _print_profile(step)
 
 
 if __name__ == "__main__":
