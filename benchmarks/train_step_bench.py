@@ -56,7 +56,7 @@ def images_per_s(step: Callable[[], None], batch_size: int, steps: int) -> float
     return steps * batch_size / (time.perf_counter() - start)
 
 
-def _print_profile(step, steps: int = 10) -> None:
+def _print_profile(step: Callable[[], None], steps: int = 10) -> None:
     """Self CPU milliseconds per step of each operator and input shape over ``steps`` profiled steps."""
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True) as prof:
         for _ in range(steps):
