@@ -29,12 +29,20 @@ from pathlib import Path
 from jsonargparse import ArgumentError, Namespace
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.callbacks import LearningRateMonitor, TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
-from ninlab.callbacks import DeadClassMapGuard, NonFiniteLossGuard, RunCheckpoint, RunReport, StepSeed, ThroughputMeter
+from ninlab.callbacks import (
+    DeadClassMapGuard,
+    NonFiniteLossGuard,
+    RunCheckpoint,
+    RunProgressBar,
+    RunReport,
+    StepSeed,
+    ThroughputMeter,
+)
 from ninlab.checkpoint_io import SafeCheckpointIO, read_checkpoint
 from ninlab.data import ImageDataModule
 from ninlab.errors import CheckpointError, ConfigError, NinlabError, TrainingError
@@ -171,6 +179,10 @@ class NinlabCLI(LightningCLI):
             raise ConfigError(" ".join(str(error).split())) from error
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # the default, not a user's plugin
             trainer.strategy.checkpoint_io = SafeCheckpointIO()
+        bar = trainer.progress_bar_callback
+        configured = self._get(self.config_init, "trainer", default={}).get("callbacks") or []
+        if type(bar) is TQDMProgressBar and not any(bar is c for c in configured):  # Lightning's default bar
+            trainer.callbacks[trainer.callbacks.index(bar)] = RunProgressBar()
         return trainer
 
     def after_fit(self) -> None:

@@ -7,8 +7,6 @@ from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 
-from ninlab.progress_bar import progress_bar_due
-
 __all__ = ["ThroughputMeter"]
 
 
@@ -20,12 +18,12 @@ def _batch_size(batch: Any) -> int:
 class ThroughputMeter(Callback):
     """Measure training images/s: wall time between batch ends, so data loading counts and validation does not.
 
-    The progress bar shows a smoothed ``img/s``; each epoch logs ``train/images_per_s`` and ``time/elapsed_s``
-    (wall seconds since fit started, validation included: the x axis of time-to-accuracy plots); :attr:`images_per_s`
-    is the whole run's average (what the run summary reports).
+    :attr:`recent_images_per_s` (a moving average: what the progress bar shows) follows the rate; each epoch logs
+    ``train/images_per_s`` and ``time/elapsed_s`` (wall seconds since fit started, validation included: the x axis
+    of time-to-accuracy plots); :attr:`images_per_s` is the whole run's average (what the run summary reports).
 
     Args:
-        smoothing: Weight of the previous value in the progress bar's exponential moving average.
+        smoothing: Weight of the previous value in :attr:`recent_images_per_s`.
     """
 
     def __init__(self, smoothing: float = 0.9) -> None:
@@ -34,7 +32,7 @@ class ThroughputMeter(Callback):
         self.seconds = 0.0
         self._epoch_images = 0
         self._epoch_seconds = 0.0
-        self._shown = 0.0
+        self._recent = 0.0
         self._last = 0.0
         self._fit_start = 0.0
 
@@ -42,6 +40,11 @@ class ThroughputMeter(Callback):
     def images_per_s(self) -> float:
         """Average training images per second over every batch measured so far (0 before the first)."""
         return self.images / self.seconds if self.seconds else 0.0
+
+    @property
+    def recent_images_per_s(self) -> float:
+        """Exponential moving average of the per-batch rate (weight ``smoothing`` on the past; 0 before a batch)."""
+        return self._recent
 
     def _restart_clock(self) -> None:
         self._last = time.perf_counter()
@@ -67,9 +70,7 @@ class ThroughputMeter(Callback):
         self._epoch_images += images
         self._epoch_seconds += seconds
         rate = images / max(seconds, 1e-9)
-        self._shown = rate if not self._shown else self.smoothing * self._shown + (1 - self.smoothing) * rate
-        if progress_bar_due(trainer):
-            pl_module.log("img/s", self._shown, prog_bar=True, logger=False)
+        self._recent = rate if not self._recent else self.smoothing * self._recent + (1 - self.smoothing) * rate
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self._epoch_seconds:
