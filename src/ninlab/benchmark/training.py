@@ -205,4 +205,9 @@ def _run_as_dict(name: str, config: BenchConfig) -> dict:
 def run_isolated(name: str, config: BenchConfig) -> PipelineResult:
     """Run one pipeline in a fresh process, so its peak memory and warm-up are its own."""
     with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return PipelineResult(**pool.apply(_run_as_dict, (name, config)))
+        result = pool.apply(_run_as_dict, (name, config))
+        # Let the worker exit by itself: terminating it (what leaving the block does) would skip its finalizers and
+        # leak the semaphore tqdm's progress bars create, which the resource tracker then warns about.
+        pool.close()
+        pool.join()
+    return PipelineResult(**result)
