@@ -26,4 +26,7 @@ def test_median_rate():
 
 def test_environment_report():
     assert {"python", "torch", "lightning", "ninlab"} <= set(versions())
-    assert machine_info()["cpu_count"] >= 1
+    machine = machine_info()
+    assert machine["cpu_count"] >= 1
+    # The values torch.backends.cpu.get_cpu_capability documents:
+    assert machine["cpu_capability"] in {"DEFAULT", "VSX", "Z VECTOR", "NO AVX", "AVX2", "AVX512", "SVE256"}

@@ -38,10 +38,13 @@ def _cpu_model() -> str:
 
 
 def machine_info() -> dict[str, object]:
-    """The machine: OS, CPU model, usable cores, torch threads, the allocator setting, and the GPU if there is one."""
+    """The machine: OS, CPU model and the instruction set torch's kernels use, usable cores, torch threads, the
+    allocator setting, and the GPU if there is one."""
     info: dict[str, object] = {
         "platform": platform.platform(),
         "cpu": _cpu_model(),
+        # e.g. "AVX2" or "AVX512": hosts sold under one CPU name differ here, and so do their kernels' speeds.
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpu_count": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "keeps_freed_memory": freed_memory_kept(),
