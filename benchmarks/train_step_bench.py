@@ -7,6 +7,8 @@ back), since a shared CPU's load changes from minute to minute. ``--allocator ke
 command line (ninlab.host_allocator); the default leaves glibc's malloc as it is. ``--compile`` times the step
 through ``torch.compile`` (inductor; its compile time is printed, not timed). ``--profile`` then profiles 10 more
 steps and prints where a step's time goes, per operator and input shape (torch.profiler, self CPU time).
+``--layout nchw`` times the step in NCHW (spec 000's layout, what ``ninlab bench``'s pipeline A trains in), and
+``--without batchnorm`` / ``--without relu`` drop those layers, so the differences show what they cost.
 
     PYTHONPATH=src python benchmarks/train_step_bench.py --allocator keep 32-64-128@128 16-64-128@128
 """
@@ -20,17 +22,27 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ninlab import create_model
 from ninlab.host_allocator import keep_freed_memory
 
+LAYOUTS = {"channels_last": torch.channels_last, "nchw": torch.contiguous_format}
+WITHOUT = {"batchnorm": {"norm_layer": None}, "relu": {"act_layer": nn.Identity}}
 
-def training_step(widths: list[int], batch_size: int, compile: bool = False) -> Callable[[], None]:
-    """One training step of nin_fast with ``widths`` on a fixed random batch of ``batch_size``, warmed up."""
-    net = create_model("nin_fast", widths=widths).to(memory_format=torch.channels_last)
+
+def training_step(
+    widths: list[int], batch_size: int, compile: bool = False, layout: str = "channels_last", without: str | None = None
+) -> Callable[[], None]:
+    """One training step of nin_fast with ``widths`` on a fixed random batch of ``batch_size``, warmed up.
+
+    ``layout`` is a key of :data:`LAYOUTS`; ``without`` (a key of :data:`WITHOUT`) drops the network's BatchNorm or
+    ReLU layers.
+    """
+    net = create_model("nin_fast", widths=widths, **WITHOUT.get(without, {})).to(memory_format=LAYOUTS[layout])
     model = torch.compile(net) if compile else net
     optimizer = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, nesterov=True)
-    x = torch.randn(batch_size, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+    x = torch.randn(batch_size, 1, 28, 28).contiguous(memory_format=LAYOUTS[layout])
     y = torch.randint(0, 10, (batch_size,))
 
     def step() -> None:
@@ -77,15 +89,18 @@ def main() -> None:
                         help="keep: keep freed memory for reuse, as the ninlab command line does")  # fmt: skip
     parser.add_argument("--compile", action="store_true", help="time the step through torch.compile (inductor)")
     parser.add_argument("--profile", action="store_true", help="print each operator's time per step afterwards")
+    parser.add_argument("--layout", choices=LAYOUTS, default="channels_last", help="memory layout of the step")
+    parser.add_argument("--without", choices=WITHOUT, help="drop the network's BatchNorm or ReLU layers")
     args = parser.parse_args()
     if args.allocator == "keep" and not keep_freed_memory():
         parser.error("--allocator keep needs glibc and no MALLOC_*_ / GLIBC_TUNABLES variables")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, allocator {args.allocator}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, allocator {args.allocator}, "
+          f"{args.layout}, without {args.without or 'nothing'}")  # fmt: skip
     for config in args.configs:
         widths, _, batch = config.partition("@")
         before = resource.getrusage(resource.RUSAGE_SELF)
         batch_size = int(batch or 128)
-        step = training_step([int(w) for w in widths.split("-")], batch_size, args.compile)
+        step = training_step([int(w) for w in widths.split("-")], batch_size, args.compile, args.layout, args.without)
         rate = images_per_s(step, batch_size, args.steps)
         after = resource.getrusage(resource.RUSAGE_SELF)
         faults, kernel_s = after.ru_minflt - before.ru_minflt, after.ru_stime - before.ru_stime

@@ -1,12 +1,16 @@
 """`ninlab bench` at a tiny size: it runs end to end on real data and reports every figure the issue names."""
 
+import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 
 from ninlab.benchmark.clock import window_rates
 from ninlab.cli import main
 from ninlab.host_allocator import runs_on_glibc
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_window_rates():
@@ -40,3 +44,13 @@ def test_bench_reports_ratios_and_flop_fraction(real_data_dir, tmp_path, capsys)
 def test_bench_rejects_bad_sizes(capsys):
     assert main(["bench", "--limit", "0"]) == 2
     assert "must be >= 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("layout", "without"), [("channels_last", None), ("nchw", "batchnorm"), ("nchw", "relu")])
+def test_train_step_bench_variants_run(layout, without):
+    """benchmarks/train_step_bench.py: every layout and layer ablation builds a step that runs."""
+    spec = importlib.util.spec_from_file_location("train_step_bench", ROOT / "benchmarks" / "train_step_bench.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    step = bench.training_step([4, 8, 8], 8, layout=layout, without=without)
+    assert bench.images_per_s(step, 8, 2) > 0
