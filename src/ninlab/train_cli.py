@@ -181,6 +181,7 @@ class NinlabCLI(LightningCLI):
             trainer.strategy.checkpoint_io = SafeCheckpointIO()
         bar = trainer.progress_bar_callback
         configured = self._get(self.config_init, "trainer", default={}).get("callbacks") or []
+        configured = configured if isinstance(configured, list) else [configured]  # a config may give just one
         if type(bar) is TQDMProgressBar and not any(bar is c for c in configured):  # Lightning's default bar
             trainer.callbacks[trainer.callbacks.index(bar)] = RunProgressBar()
         return trainer
