@@ -241,19 +241,23 @@ def test_ddp_on_cpu_shares_one_run_directory_and_shards_the_data(data_root, tmp_
         assert set(seen[0]) | set(seen[1]) == set(range(train_size))
 
 
-@pytest.mark.parametrize("user_bar", [False, True])
+@pytest.mark.parametrize("user_bar", [None, "flag", "config"])
 def test_progress_bar_shows_running_loss_and_rate_unless_the_user_configures_one(user_bar, data_root, tmp_path, capsys):
     args = ["fit", "--data.root", str(data_root), "--data.val_size", "16", "--data.batch_size", "16",
-            "--trainer.default_root_dir", str(tmp_path), "--trainer.max_epochs", "1",
+            "--trainer.default_root_dir", str(tmp_path / "runs"), "--trainer.max_epochs", "1",
             "--trainer.enable_model_summary", "false"]  # fmt: skip
-    if user_bar:
+    if user_bar == "flag":
         args += ["--trainer.callbacks+=lightning.pytorch.callbacks.TQDMProgressBar"]
+    elif user_bar == "config":  # a single callback, not a list
+        config = tmp_path / "bar.yaml"
+        config.write_text("trainer:\n  callbacks:\n    class_path: lightning.pytorch.callbacks.TQDMProgressBar\n")
+        args[1:1] = ["-c", str(ROOT / "configs" / "fast_fashion_mnist.yaml"), "-c", str(config)]
     assert main(args) == 0
     bar = capsys.readouterr().out.replace("\r", "\n")  # Lightning's bars write to stdout
     epoch_lines = [line for line in bar.splitlines() if line.startswith("Epoch 0: 100%")]
     assert epoch_lines, bar[-2000:]
     # ninlab's bar reads the loss and images/s without LightningModule.log; Lightning's shows neither.
-    assert ("loss=" in epoch_lines[-1] and "img/s=" in epoch_lines[-1]) != user_bar
+    assert ("loss=" in epoch_lines[-1] and "img/s=" in epoch_lines[-1]) == (user_bar is None)
 
 
 def test_resume_last_without_a_previous_run_is_one_line(tmp_path, capsys):
