@@ -5,8 +5,10 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from ninlab.benchmark.clock import window_rates
+from ninlab.benchmark.training import _PerSampleDataset
 from ninlab.cli import main
 from ninlab.host_allocator import runs_on_glibc
 
@@ -39,6 +41,47 @@ def test_bench_reports_ratios_and_flop_fraction(real_data_dir, tmp_path, capsys)
     assert report["keeps_freed_memory"] == {"seed_style": False, "ninlab": glibc, "bare": glibc}
     assert "B/A" in capsys.readouterr().out
     assert [p.name for p in tmp_path.iterdir()] == ["bench.json"]  # no temporary or run files left behind
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_seed_style_dataset_normalises_through_pil(channels):
+    """Pipeline A's per-sample path (PIL image, ToTensor, Normalize) gives each image's normalised CHW float tensor."""
+    images = torch.randint(0, 256, (4, channels, 9, 7), dtype=torch.uint8)
+    mean, std = torch.linspace(0.2, 0.5, channels), torch.linspace(0.3, 0.2, channels)
+    dataset = _PerSampleDataset(images, torch.tensor([3, 1, 4, 1]), mean, std)
+    image, label = dataset[2]
+    expected = (images[2].float() / 255 - mean.view(-1, 1, 1)) / std.view(-1, 1, 1)
+    assert image.dtype == torch.float32 and image.shape == (channels, 9, 7) and label == 4
+    torch.testing.assert_close(image, expected)
+    assert len(dataset) == 4
+
+
+def test_bench_rounds_rotate_and_report_per_round_ratios(monkeypatch):
+    """With rounds, the pipelines take turns in rotating order, and the ratios are medians of per-round ratios."""
+    from ninlab.benchmark import command
+    from ninlab.benchmark.training import BenchConfig, PipelineResult
+
+    # A machine that slows down round after round: per-round ratios stay exact, cross-round ones would not.
+    speed = {"seed_style": 100.0, "ninlab": 200.0, "bare": 210.0}
+    calls = []
+
+    def fake_run(name, config):
+        calls.append(name)
+        drift = 1.0 / (1 + (len(calls) - 1) // 3)
+        rate = speed[name] * drift
+        return PipelineResult(name, rate, rate, [rate], train_flops_per_image=1e6)
+
+    monkeypatch.setattr(command, "run_isolated", fake_run)
+    monkeypatch.setattr(command, "sgemm_flops_per_s", lambda: 1e9)
+    report = command.bench(BenchConfig(), rounds=3)
+    assert calls[:3] == ["seed_style", "ninlab", "bare"] and calls[3:6] == ["ninlab", "bare", "seed_style"]
+    assert calls[6:] == ["bare", "seed_style", "ninlab"]
+    assert report["ratio_vs_seed_style"] == pytest.approx(2.0)
+    assert report["per_round"]["ratio_vs_seed_style"] == pytest.approx([2.0, 2.0, 2.0])
+    assert report["ratio_vs_bare_loop"] == pytest.approx(200 / 210)
+    assert report["round_images_per_s"]["ninlab"] == pytest.approx([200.0, 100.0, 66.7], abs=0.1)
+    assert report["images_per_s"]["ninlab"] == 100.0  # the median round
+    assert "medians of 3 rounds' ratios" in command.format_report(report)
 
 
 def test_bench_rejects_bad_sizes(capsys):

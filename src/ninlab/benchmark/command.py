@@ -33,17 +33,26 @@ def _median_result(runs: list[PipelineResult]) -> PipelineResult:
 def bench(config: BenchConfig, rounds: int = 1, inference: bool = False) -> dict:
     """Run every pipeline (each in its own process) and the yardsticks; return the report as a JSON-ready dict.
 
-    With several ``rounds`` the pipelines take turns (A, B, C, A, B, C, ...) so a burst of load elsewhere on the
-    machine hits them alike, and each pipeline reports its median round; the sgemm rate is measured every round.
+    With several ``rounds`` the pipelines take turns, the order rotating each round (A B C, B C A, C A B, ...), so
+    that load elsewhere on the machine and the tail of the previous process hit them alike. Each pipeline reports its
+    median round. The ratios and the sgemm fraction are medians of per-round values: within a round the pipelines and
+    the sgemm run minutes apart at most, so a machine that drifts between rounds moves numerator and denominator
+    together.
     """
-    runs: dict[str, list[PipelineResult]] = {name: [] for name in PIPELINES}
+    names = list(PIPELINES)
+    runs: dict[str, list[PipelineResult]] = {name: [] for name in names}
+    per_round: dict[str, list[float]] = {"ratio_vs_seed_style": [], "ratio_vs_bare_loop": [], "fraction_of_sgemm": []}
     sgemm_rates = []
-    for _ in range(rounds):
-        for name in PIPELINES:
+    for index in range(rounds):
+        shift = index % len(names)
+        for name in names[shift:] + names[:shift]:
             runs[name].append(run_isolated(name, config))
         sgemm_rates.append(sgemm_flops_per_s())
+        a, b, c = runs["seed_style"][-1], runs["ninlab"][-1], runs["bare"][-1]
+        per_round["ratio_vs_seed_style"].append(b.images_per_s / a.images_per_s)
+        per_round["ratio_vs_bare_loop"].append(b.images_per_s / c.images_per_s)
+        per_round["fraction_of_sgemm"].append(b.achieved_flops_per_s / sgemm_rates[-1])
     results = {name: _median_result(r) for name, r in runs.items()}
-    sgemm = statistics.median(sgemm_rates)
     ninlab = results["ninlab"]
     report = {
         "rounds": rounds,
@@ -52,14 +61,14 @@ def bench(config: BenchConfig, rounds: int = 1, inference: bool = False) -> dict
         "images_per_s": {name: round(r.images_per_s, 1) for name, r in results.items()},
         "window_images_per_s": {name: r.window_images_per_s for name, r in results.items()},
         "epoch_images_per_s": {name: round(r.epoch_images_per_s, 1) for name, r in results.items()},
+        "round_images_per_s": {name: [round(r.images_per_s, 1) for r in rs] for name, rs in runs.items()},
         "peak_rss_mb": {name: round(r.peak_rss_mb, 1) for name, r in results.items()},
         "keeps_freed_memory": {name: r.keeps_freed_memory for name, r in results.items()},
-        "ratio_vs_seed_style": ninlab.images_per_s / results["seed_style"].images_per_s,
-        "ratio_vs_bare_loop": ninlab.images_per_s / results["bare"].images_per_s,
+        **{key: statistics.median(values) for key, values in per_round.items()},
+        "per_round": {key: [round(v, 4) for v in values] for key, values in per_round.items()},
         "train_flops_per_image": ninlab.train_flops_per_image,
         "achieved_flops_per_s": ninlab.achieved_flops_per_s,
-        "sgemm_flops_per_s": sgemm,
-        "fraction_of_sgemm": ninlab.achieved_flops_per_s / sgemm,
+        "sgemm_flops_per_s": statistics.median(sgemm_rates),
         "machine": machine_info(),
         "versions": versions(),
     }
@@ -79,10 +88,14 @@ def format_report(report: dict) -> str:
         allocator = "keeps freed memory" if report["keeps_freed_memory"][key] else "default"
         lines.append(f"{label:<42}{report['images_per_s'][key]:>15,.1f}{report['epoch_images_per_s'][key]:>13,.1f}"
                      f"{report['peak_rss_mb'][key]:>13,.0f}  {allocator}")  # fmt: skip
+    lines.append(f"B/A = {report['ratio_vs_seed_style']:.2f}   B/C = {report['ratio_vs_bare_loop']:.3f}")
+    if report["rounds"] > 1:
+        spread = {key: f"{min(v):.2f}-{max(v):.2f}" for key, v in report["per_round"].items()}
+        lines.append(f"  (medians of {report['rounds']} rounds' ratios; ranges B/A {spread['ratio_vs_seed_style']}, "
+                     f"B/C {spread['ratio_vs_bare_loop']}, sgemm fraction {spread['fraction_of_sgemm']})")  # fmt: skip
     lines += [
-        f"B/A = {report['ratio_vs_seed_style']:.2f}   B/C = {report['ratio_vs_bare_loop']:.3f}",
         f"B trains at {report['achieved_flops_per_s'] / 1e9:.1f} GFLOP/s over its timed epoch "
-        f"({report['train_flops_per_image'] / 1e6:.1f} MFLOP per image) = {report['fraction_of_sgemm']:.2f} of this "
+        f"({report['train_flops_per_image'] / 1e6:.1f} MFLOP per image); {report['fraction_of_sgemm']:.2f} of this "
         f"machine's fp32 sgemm ({report['sgemm_flops_per_s'] / 1e9:.1f} GFLOP/s)",
     ]
     if "inference" in report:
@@ -101,7 +114,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=defaults.limit, help="training images per epoch")
     parser.add_argument("--epochs", type=int, default=defaults.epochs, help="epochs; all but the last are warm-up")
     parser.add_argument("--windows", type=int, default=defaults.windows, help="timed windows in the last epoch")
-    parser.add_argument("--rounds", type=int, default=1, help="runs of each pipeline, taking turns; medians reported")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="runs of each pipeline, taking turns; medians of rates and of per-round ratios reported",
+    )
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
     parser.add_argument("--inference", action="store_true", help="also time inference in PyTorch and onnxruntime")
     parser.add_argument("--json", type=Path, help="also write the report to this JSON file")

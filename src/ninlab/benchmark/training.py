@@ -1,7 +1,8 @@
 """Three ways to train the same NiN on the same real data, timed alike.
 
-* ``seed_style`` (A): spec 000's approach: a per-sample ``Dataset`` that returns normalised float tensors, a
-  shuffling ``DataLoader`` that collates them, NCHW tensors, driving ninlab's LightningModule.
+* ``seed_style`` (A): spec 000's approach: a per-sample ``Dataset`` that returns normalised float tensors (through
+  a PIL image, ``ToTensor`` and ``Normalize``, as torchvision does), a shuffling ``DataLoader`` that collates them,
+  NCHW tensors, driving ninlab's LightningModule.
 * ``ninlab`` (B): the ``ninlab fit`` path: the recipe's LightningCLI configuration with ninlab's callbacks and
   loggers (uint8 data in memory, batched augmentation and normalisation on the device, channels-last).
 * ``bare`` (C): a plain PyTorch loop over the same in-memory tensors with the same model, optimiser, augmentation and
@@ -25,8 +26,10 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from ninlab.benchmark.clock import StepClock, window_rates
@@ -104,18 +107,31 @@ def run_ninlab(config: BenchConfig, workdir: str) -> PipelineResult:
 
 
 class _PerSampleDataset(Dataset):
-    """Spec 000's data path: one image at a time, converted to float and normalised (ToTensor + Normalize)."""
+    """Spec 000's data path, one image at a time, as torchvision's datasets and transforms run it.
+
+    Spec 000 reads CIFAR-10 with ``torchvision.datasets.CIFAR10(transform=Compose([ToTensor(), Normalize(...)]))``.
+    Its ``__getitem__`` turns the stored uint8 array into a PIL image; ``ToTensor`` copies the image back into a
+    uint8 tensor, moves channels first and scales to float in [0, 1]; ``Normalize`` subtracts the mean and divides by
+    the std on a copy. torchvision cannot be imported next to ninlab's CPU torch, so those steps are written out here,
+    with Pillow, operation for operation.
+    """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> None:
-        self.images, self.labels = images.numpy(), labels.numpy()
+        # Stored as torchvision stores them: H x W x C uint8 (H x W for greyscale, which PIL reads as mode "L").
+        hwc = images.permute(0, 2, 3, 1).numpy()
+        self.images = hwc[..., 0] if hwc.shape[-1] == 1 else hwc
+        self.labels = labels.numpy()
         self.mean, self.std = mean.view(-1, 1, 1), std.view(-1, 1, 1)
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        image = torch.from_numpy(self.images[index]).float().div(255)
-        return (image - self.mean) / self.std, int(self.labels[index])
+        image = Image.fromarray(self.images[index])  # the dataset's __getitem__
+        pixels = torch.from_numpy(np.array(image, np.uint8, copy=True))  # ToTensor
+        pixels = pixels.view(image.size[1], image.size[0], len(image.getbands())).permute(2, 0, 1).contiguous()
+        tensor = pixels.to(torch.float32).div(255)
+        return tensor.clone().sub_(self.mean).div_(self.std), int(self.labels[index])  # Normalize
 
 
 def run_seed_style(config: BenchConfig, workdir: str) -> PipelineResult:
