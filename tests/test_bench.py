@@ -1,6 +1,7 @@
 """`ninlab bench` at a tiny size: it runs end to end on real data and reports every figure the issue names."""
 
 import importlib.util
+import itertools
 import json
 from pathlib import Path
 
@@ -56,32 +57,50 @@ def test_seed_style_dataset_normalises_through_pil(channels):
     assert len(dataset) == 4
 
 
-def test_bench_rounds_rotate_and_report_per_round_ratios(monkeypatch):
-    """With rounds, the pipelines take turns in rotating order, and the ratios are medians of per-round ratios."""
+def test_bench_rounds_rotate_and_pair_windows(monkeypatch):
+    """Rounds rotate the pipelines' order; B/A and B/C are medians of same-numbered windows' ratios."""
     from ninlab.benchmark import command
     from ninlab.benchmark.training import BenchConfig, PipelineResult
 
-    # A machine that slows down round after round: per-round ratios stay exact, cross-round ones would not.
+    # A machine whose speed changes from window to window and round to round: paired ratios stay exact.
     speed = {"seed_style": 100.0, "ninlab": 200.0, "bare": 210.0}
-    calls = []
+    orders = []
 
-    def fake_run(name, config):
-        calls.append(name)
-        drift = 1.0 / (1 + (len(calls) - 1) // 3)
-        rate = speed[name] * drift
-        return PipelineResult(name, rate, rate, [rate], train_flops_per_image=1e6)
+    def fake_round(names, config):
+        orders.append(list(names))
+        slow = len(orders)
+        results = {}
+        for name in names:
+            rates = [speed[name] / (slow * (1 + w)) for w in range(config.windows)]
+            results[name] = PipelineResult(name, rates[1], rates[1], rates, train_flops_per_image=1e6)
+        return results
 
-    monkeypatch.setattr(command, "run_isolated", fake_run)
+    monkeypatch.setattr(command, "run_round", fake_round)
     monkeypatch.setattr(command, "sgemm_flops_per_s", lambda: 1e9)
-    report = command.bench(BenchConfig(), rounds=3)
-    assert calls[:3] == ["seed_style", "ninlab", "bare"] and calls[3:6] == ["ninlab", "bare", "seed_style"]
-    assert calls[6:] == ["bare", "seed_style", "ninlab"]
+    report = command.bench(BenchConfig(windows=3), rounds=3)
+    a, b, c = "seed_style", "ninlab", "bare"
+    assert orders == [[a, b, c], [b, c, a], [c, a, b]]
+    assert report["window_ratios"]["ratio_vs_seed_style"] == pytest.approx([2.0] * 9)
     assert report["ratio_vs_seed_style"] == pytest.approx(2.0)
-    assert report["per_round"]["ratio_vs_seed_style"] == pytest.approx([2.0, 2.0, 2.0])
     assert report["ratio_vs_bare_loop"] == pytest.approx(200 / 210)
-    assert report["round_images_per_s"]["ninlab"] == pytest.approx([200.0, 100.0, 66.7], abs=0.1)
-    assert report["images_per_s"]["ninlab"] == 100.0  # the median round
-    assert "medians of 3 rounds' ratios" in command.format_report(report)
+    assert report["round_images_per_s"]["ninlab"] == pytest.approx([100.0, 50.0, 33.3], abs=0.1)
+    assert report["images_per_s"]["ninlab"] == 50.0  # the median round
+    assert report["fraction_of_sgemm_per_round"] == pytest.approx([0.1, 0.05, 0.0333], abs=1e-4)
+    assert "medians of 9 paired windows' ratios over 3 round(s)" in command.format_report(report)
+
+
+def test_run_round_takes_turns_window_by_window(real_data_dir):
+    """The pipelines of a round never compute at the same time: their timed windows alternate A, B, C, A, B, C."""
+    from ninlab.benchmark.training import BenchConfig, run_round
+
+    config = BenchConfig(root=str(real_data_dir / "fashion-mnist"), limit=256, epochs=2, windows=2, val_size=64)
+    names = ["bare", "seed_style", "ninlab"]
+    results = run_round(names, config)
+    assert set(results) == set(names)
+    windows = sorted((start, end, name) for name, r in results.items() for start, end in r.window_times)
+    assert [name for _, _, name in windows] == names * 2
+    assert all(end <= next_start for (_, end, _), (next_start, _, _) in itertools.pairwise(windows))
+    assert all(len(r.window_images_per_s) == 2 and r.images_per_s > 0 for r in results.values())
 
 
 def test_bench_rejects_bad_sizes(capsys):

@@ -1,7 +1,8 @@
 """``ninlab bench``: training throughput of three pipelines on the same model and real data, side by side.
 
 Reports, in one run: images/s of the seed-style pipeline (A), ninlab's fit path (B) and a bare PyTorch loop (C),
-each the median of ``--windows`` timed windows after a warm-up epoch; the ratios B/A and B/C; peak RSS per pipeline;
+each the median of ``--windows`` timed windows after a warm-up epoch, the three taking turns window by window; the
+ratios B/A and B/C, medians of the ratios of same-numbered windows; peak RSS per pipeline;
 B's training FLOP rate over its whole timed epoch as a fraction of this machine's fp32 sgemm rate, measured in the
 same run; and optionally (``--inference``) PyTorch and onnxruntime inference speed.
 """
@@ -19,7 +20,7 @@ from pathlib import Path
 import torch
 
 from ninlab.benchmark.rates import sgemm_flops_per_s
-from ninlab.benchmark.training import PIPELINES, BenchConfig, PipelineResult, recipe_model, run_isolated
+from ninlab.benchmark.training import PIPELINES, BenchConfig, PipelineResult, recipe_model, run_round
 from ninlab.environment import machine_info, versions
 from ninlab.errors import ConfigError
 
@@ -33,25 +34,26 @@ def _median_result(runs: list[PipelineResult]) -> PipelineResult:
 def bench(config: BenchConfig, rounds: int = 1, inference: bool = False) -> dict:
     """Run every pipeline (each in its own process) and the yardsticks; return the report as a JSON-ready dict.
 
-    With several ``rounds`` the pipelines take turns, the order rotating each round (A B C, B C A, C A B, ...), so
-    that load elsewhere on the machine and the tail of the previous process hit them alike. Each pipeline reports its
-    median round. The ratios and the sgemm fraction are medians of per-round values: within a round the pipelines and
-    the sgemm run minutes apart at most, so a machine that drifts between rounds moves numerator and denominator
-    together.
+    In each round the three pipelines take turns window by window (:func:`run_round`), in an order that rotates from
+    round to round (A B C, B C A, C A B, ...). B/A and B/C are medians over every window of every round of the ratio
+    of the pipelines' same-numbered windows, which ran seconds apart, so a shared machine's changing speed cancels
+    out of them. Each pipeline's images/s is its median window in its median round; the sgemm rate is measured every
+    round, and the sgemm fraction is the median of the rounds' values.
     """
     names = list(PIPELINES)
     runs: dict[str, list[PipelineResult]] = {name: [] for name in names}
-    per_round: dict[str, list[float]] = {"ratio_vs_seed_style": [], "ratio_vs_bare_loop": [], "fraction_of_sgemm": []}
-    sgemm_rates = []
+    paired: dict[str, list[float]] = {"ratio_vs_seed_style": [], "ratio_vs_bare_loop": []}
+    fractions, sgemm_rates = [], []
     for index in range(rounds):
         shift = index % len(names)
-        for name in names[shift:] + names[:shift]:
-            runs[name].append(run_isolated(name, config))
+        results = run_round(names[shift:] + names[:shift], config)
         sgemm_rates.append(sgemm_flops_per_s())
-        a, b, c = runs["seed_style"][-1], runs["ninlab"][-1], runs["bare"][-1]
-        per_round["ratio_vs_seed_style"].append(b.images_per_s / a.images_per_s)
-        per_round["ratio_vs_bare_loop"].append(b.images_per_s / c.images_per_s)
-        per_round["fraction_of_sgemm"].append(b.achieved_flops_per_s / sgemm_rates[-1])
+        for name in names:
+            runs[name].append(results[name])
+        a, b, c = (results[name].window_images_per_s for name in ("seed_style", "ninlab", "bare"))
+        paired["ratio_vs_seed_style"] += [rate_b / rate_a for rate_b, rate_a in zip(b, a, strict=True)]
+        paired["ratio_vs_bare_loop"] += [rate_b / rate_c for rate_b, rate_c in zip(b, c, strict=True)]
+        fractions.append(results["ninlab"].achieved_flops_per_s / sgemm_rates[-1])
     results = {name: _median_result(r) for name, r in runs.items()}
     ninlab = results["ninlab"]
     report = {
@@ -64,8 +66,10 @@ def bench(config: BenchConfig, rounds: int = 1, inference: bool = False) -> dict
         "round_images_per_s": {name: [round(r.images_per_s, 1) for r in rs] for name, rs in runs.items()},
         "peak_rss_mb": {name: round(r.peak_rss_mb, 1) for name, r in results.items()},
         "keeps_freed_memory": {name: r.keeps_freed_memory for name, r in results.items()},
-        **{key: statistics.median(values) for key, values in per_round.items()},
-        "per_round": {key: [round(v, 4) for v in values] for key, values in per_round.items()},
+        **{key: statistics.median(values) for key, values in paired.items()},
+        "fraction_of_sgemm": statistics.median(fractions),
+        "window_ratios": {key: [round(v, 4) for v in values] for key, values in paired.items()},
+        "fraction_of_sgemm_per_round": [round(v, 4) for v in fractions],
         "train_flops_per_image": ninlab.train_flops_per_image,
         "achieved_flops_per_s": ninlab.achieved_flops_per_s,
         "sgemm_flops_per_s": statistics.median(sgemm_rates),
@@ -89,10 +93,11 @@ def format_report(report: dict) -> str:
         lines.append(f"{label:<42}{report['images_per_s'][key]:>15,.1f}{report['epoch_images_per_s'][key]:>13,.1f}"
                      f"{report['peak_rss_mb'][key]:>13,.0f}  {allocator}")  # fmt: skip
     lines.append(f"B/A = {report['ratio_vs_seed_style']:.2f}   B/C = {report['ratio_vs_bare_loop']:.3f}")
-    if report["rounds"] > 1:
-        spread = {key: f"{min(v):.2f}-{max(v):.2f}" for key, v in report["per_round"].items()}
-        lines.append(f"  (medians of {report['rounds']} rounds' ratios; ranges B/A {spread['ratio_vs_seed_style']}, "
-                     f"B/C {spread['ratio_vs_bare_loop']}, sgemm fraction {spread['fraction_of_sgemm']})")  # fmt: skip
+    ratios = report["window_ratios"]
+    spread = {key: f"{min(values):.2f}-{max(values):.2f}" for key, values in ratios.items()}
+    lines.append(f"  (medians of {len(ratios['ratio_vs_seed_style'])} paired windows' ratios over {report['rounds']} "
+                 f"round(s), the pipelines taking turns window by window; ranges B/A {spread['ratio_vs_seed_style']}, "
+                 f"B/C {spread['ratio_vs_bare_loop']})")  # fmt: skip
     lines += [
         f"B trains at {report['achieved_flops_per_s'] / 1e9:.1f} GFLOP/s over its timed epoch "
         f"({report['train_flops_per_image'] / 1e6:.1f} MFLOP per image); {report['fraction_of_sgemm']:.2f} of this "

@@ -9,8 +9,10 @@
   normalisation as B and nothing else: the floor that B's bookkeeping is measured against.
 
 Each pipeline trains ``epochs`` epochs on the first ``limit`` training images; the last epoch is timed (the earlier
-ones are warm-up) and cut into ``windows`` windows of steps. :func:`run_isolated` runs a pipeline in a fresh process,
-so its peak memory is its own.
+ones are warm-up) and cut into ``windows`` windows of steps. :func:`run_round` runs the pipelines side by side, each
+in a fresh process (so its peak memory is its own), taking turns window by window (one runs while the others wait),
+so that every pipeline's window ``w`` is timed within seconds of the others' and a shared machine's changing speed
+hits them alike.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -32,7 +36,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from ninlab.benchmark.clock import StepClock, window_rates
+from ninlab.benchmark.clock import StepClock, Turns, window_rates
 from ninlab.benchmark.rates import training_flops_per_image
 from ninlab.data import ImageDataModule
 from ninlab.data.sampler import ShardedBatchSampler
@@ -41,7 +45,7 @@ from ninlab.optim import build_optimizer
 from ninlab.system import NiNClassifier
 from ninlab.train_cli import RUN_DIR_ENV, NinlabCLI, recipe_path, training_callbacks
 
-__all__ = ["PIPELINES", "BenchConfig", "PipelineResult", "recipe_model", "run_isolated", "run_pipeline"]
+__all__ = ["PIPELINES", "BenchConfig", "PipelineResult", "recipe_model", "run_pipeline", "run_round"]
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,8 @@ class PipelineResult:
     peak_rss_mb: float = 0.0
     keeps_freed_memory: bool = False
     """Whether the process ran with ninlab's allocator setting (:func:`ninlab.host_allocator.keep_freed_memory`)."""
+    window_times: list[tuple[float, float]] = field(default_factory=list)
+    """Wall-clock start and end of each window when the pipeline took turns with others (:class:`Turns`)."""
 
     @property
     def achieved_flops_per_s(self) -> float:
@@ -94,12 +100,13 @@ def _result(name: str, clock: StepClock, batch_size: int, config: BenchConfig, f
         epoch_images_per_s=clock.epoch_images / clock.epoch_seconds,
         window_images_per_s=[round(r, 1) for r in rates],
         train_flops_per_image=flops,
+        window_times=clock.turns.window_times if clock.turns is not None else [],
     )
 
 
-def run_ninlab(config: BenchConfig, workdir: str) -> PipelineResult:
+def run_ninlab(config: BenchConfig, workdir: str, turns: Turns | None = None) -> PipelineResult:
     """B: the ``ninlab fit`` path: the recipe's trainer, callbacks, loggers and datamodule."""
-    clock = StepClock()
+    clock = StepClock(turns)
     cli = _recipe_cli(config, workdir, [*training_callbacks(), clock])
     flops = training_flops_per_image(cli.model.net, cli.datamodule.input_size)
     cli.trainer.fit(cli.model, cli.datamodule)
@@ -134,7 +141,7 @@ class _PerSampleDataset(Dataset):
         return tensor.clone().sub_(self.mean).div_(self.std), int(self.labels[index])  # Normalize
 
 
-def run_seed_style(config: BenchConfig, workdir: str) -> PipelineResult:
+def run_seed_style(config: BenchConfig, workdir: str, turns: Turns | None = None) -> PipelineResult:
     """A: spec 000's per-sample Dataset + DataLoader (NCHW, no augmentation), driving the same LightningModule."""
     cli = _recipe_cli(config, workdir, [])
     datamodule = cli.datamodule
@@ -144,7 +151,7 @@ def run_seed_style(config: BenchConfig, workdir: str) -> PipelineResult:
     model = cli.model
     model.net = model.net.to(memory_format=torch.contiguous_format)  # NCHW, as spec 000 trains
     flops = training_flops_per_image(model.net, datamodule.input_size)
-    clock = StepClock()
+    clock = StepClock(turns)
     trainer = L.Trainer(max_epochs=config.epochs, callbacks=[clock], logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
                         default_root_dir=workdir)  # fmt: skip
@@ -152,7 +159,7 @@ def run_seed_style(config: BenchConfig, workdir: str) -> PipelineResult:
     return _result("seed_style", clock, datamodule.batch_size, config, flops)
 
 
-def run_bare(config: BenchConfig, workdir: str) -> PipelineResult:
+def run_bare(config: BenchConfig, workdir: str, turns: Turns | None = None) -> PipelineResult:
     """C: a plain loop: slice a uint8 batch, augment and normalise it as B does, forward, backward, step."""
     cli = _recipe_cli(config, workdir, [])
     datamodule, hparams = cli.datamodule, cli.model.hparams
@@ -163,10 +170,10 @@ def run_bare(config: BenchConfig, workdir: str) -> PipelineResult:
     optimizer = build_optimizer(net, hparams.optimizer, lr=hparams.lr, weight_decay=hparams.weight_decay,
                                 momentum=hparams.momentum, nesterov=hparams.nesterov, betas=hparams.betas)  # fmt: skip
     sampler = ShardedBatchSampler(images, datamodule.batch_size, shuffle=True, seed=datamodule.seed)
-    clock = StepClock()
+    clock = StepClock(turns)
     for epoch in range(config.epochs):
         sampler.set_epoch(epoch)
-        clock.on_train_epoch_start(None, None)
+        clock.start_epoch(epoch, len(sampler))
         for indices in sampler:
             index = torch.as_tensor(indices)
             batch_images, batch_labels = images[index], labels[index]
@@ -175,7 +182,7 @@ def run_bare(config: BenchConfig, workdir: str) -> PipelineResult:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            clock.on_train_batch_end(None, None, None, (batch_images,), 0)
+            clock.end_step(len(batch_images))
     return _result("bare", clock, datamodule.batch_size, config, flops)
 
 
@@ -201,29 +208,85 @@ def recipe_model(config: BenchConfig) -> NiNClassifier:
         return _recipe_cli(config, workdir, []).model
 
 
-def run_pipeline(name: str, config: BenchConfig) -> PipelineResult:
+def run_pipeline(name: str, config: BenchConfig, turns: Turns | None = None) -> PipelineResult:
     """Run one pipeline in this process (seeded, in a scratch directory) and record this process's peak RSS."""
     if name in KEEPS_FREED_MEMORY:
         keep_freed_memory()
     L.seed_everything(0, verbose=False)
     with _scratch_dir() as workdir:
-        result = PIPELINES[name](config, workdir)
+        result = PIPELINES[name](config, workdir, turns)
     result.keeps_freed_memory = freed_memory_kept()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     result.peak_rss_mb = peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux
     return result
 
 
-def _run_as_dict(name: str, config: BenchConfig) -> dict:
-    return asdict(run_pipeline(name, config))
+_GO, _STOP = "go", "stop"
 
 
-def run_isolated(name: str, config: BenchConfig) -> PipelineResult:
-    """Run one pipeline in a fresh process, so its peak memory and warm-up are its own."""
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        result = pool.apply(_run_as_dict, (name, config))
-        # Let the worker exit by itself: terminating it (what leaving the block does) would skip its finalizers and
-        # leak the semaphore tqdm's progress bars create, which the resource tracker then warns about.
-        pool.close()
-        pool.join()
-    return PipelineResult(**result)
+def _worker(name: str, config: BenchConfig, conn: Connection) -> None:
+    """A pipeline's process: runs only while it has the turn, and reports back each time it hands the turn on."""
+
+    def wait() -> None:
+        conn.send(("paused", None))
+        if conn.recv() != _GO:
+            raise SystemExit(0)
+
+    try:
+        if conn.recv() != _GO:
+            return
+        turns = Turns(epoch=config.epochs - 1, windows=config.windows, wait=wait)
+        conn.send(("result", asdict(run_pipeline(name, config, turns))))
+    except Exception as error:  # reported to the parent, which raises it there with the pipeline's name
+        conn.send(("error", f"{type(error).__name__}: {error}"))
+
+
+def _expect(name: str, process: multiprocessing.process.BaseProcess, conn: Connection, kind: str) -> Any:
+    """The next message from ``name``'s process, which must be ``kind``; raises if the process failed or died."""
+    while not conn.poll(1.0):
+        if not process.is_alive():
+            raise RuntimeError(f"bench pipeline {name!r} exited with code {process.exitcode} before reporting")
+    got, payload = conn.recv()
+    if got == "error":
+        raise RuntimeError(f"bench pipeline {name!r} failed: {payload}")
+    if got != kind:  # pragma: no cover - a protocol bug, not a user error
+        raise RuntimeError(f"bench pipeline {name!r} sent {got!r}, expected {kind!r}")
+    return payload
+
+
+def run_round(names: list[str], config: BenchConfig) -> dict[str, PipelineResult]:
+    """Run the pipelines ``names`` side by side, each in a fresh process, one at a time.
+
+    Each process starts (imports) at once, then waits for its turn. The turns go round in the order of ``names``:
+    each pipeline's warm-up up to its timed epoch, then window 1 of each, window 2 of each, and so on; last, each
+    finishes and reports. No two pipelines ever compute at the same time, and a pipeline's stamps exclude its waits.
+    """
+    context = multiprocessing.get_context("spawn")
+    workers = []
+    try:
+        for name in names:
+            conn, child = context.Pipe()
+            process = context.Process(target=_worker, args=(name, config, child), name=f"ninlab-bench-{name}")
+            process.start()
+            child.close()
+            workers.append((name, process, conn))
+        for _ in range(config.windows + 1):  # the warm-up, then every window
+            for name, process, conn in workers:
+                conn.send(_GO)
+                _expect(name, process, conn, "paused")
+        results = {}
+        for name, process, conn in workers:
+            conn.send(_GO)
+            results[name] = PipelineResult(**_expect(name, process, conn, "result"))
+            process.join()  # it exits by itself, so its finalizers run (tqdm's semaphore is released)
+        return results
+    finally:
+        for _, process, conn in workers:
+            if process.is_alive():
+                with contextlib.suppress(OSError):
+                    conn.send(_STOP)
+                process.join(5)
+                if process.is_alive():
+                    process.kill()
+                    process.join()
+            conn.close()
