@@ -54,8 +54,9 @@ class StepClock(Callback):
         self.turns = turns
         self.stamps: list[float] = []
         self.epoch_images = 0
-        self._paused = 0.0
-        self._per_window = 0
+        self._paused = 0.0  # seconds spent waiting for turns, left out of the stamps
+        self._per_window = 0  # steps per window in the epoch that takes turns; 0 in any other epoch
+        self._window_start = 0.0
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.start_epoch(trainer.current_epoch, trainer.num_training_batches)

@@ -123,7 +123,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--rounds",
         type=int,
         default=1,
-        help="runs of each pipeline, taking turns; medians of rates and of per-round ratios reported",
+        help="rounds of the three pipelines, each round in fresh processes; medians over all rounds reported",
     )
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
     parser.add_argument("--inference", action="store_true", help="also time inference in PyTorch and onnxruntime")
