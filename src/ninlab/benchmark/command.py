@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import os
 import statistics
@@ -34,19 +35,21 @@ def _median_result(runs: list[PipelineResult]) -> PipelineResult:
 def bench(config: BenchConfig, rounds: int = 1, inference: bool = False) -> dict:
     """Run every pipeline (each in its own process) and the yardsticks; return the report as a JSON-ready dict.
 
-    In each round the three pipelines take turns window by window (:func:`run_round`), in an order that rotates from
-    round to round (A B C, B C A, C A B, ...). B/A and B/C are medians over every window of every round of the ratio
-    of the pipelines' same-numbered windows, which ran seconds apart, so a shared machine's changing speed cancels
-    out of them. Each pipeline's images/s is its median window in its median round; the sgemm rate is measured every
-    round, and the sgemm fraction is the median of the rounds' values.
+    In each round the three pipelines take turns window by window (:func:`run_round`), in an order that changes from
+    round to round through all six (A B C, A C B, B A C, ...). B/A and B/C are medians over every window of every
+    round of the ratio of the pipelines' same-numbered windows, which ran seconds apart, so a shared machine's
+    changing speed cancels out of them. Each pipeline's images/s is its median window in its median round; the sgemm
+    rate is measured every round, and the sgemm fraction is the median of the rounds' values.
     """
     names = list(PIPELINES)
+    # Every order in turn, so that each pipeline follows each other one equally often (a pipeline's window can feel
+    # the one before it: the threads of a process that just stopped spin on for a moment).
+    orders = list(itertools.permutations(names))
     runs: dict[str, list[PipelineResult]] = {name: [] for name in names}
     paired: dict[str, list[float]] = {"ratio_vs_seed_style": [], "ratio_vs_bare_loop": []}
     fractions, sgemm_rates = [], []
     for index in range(rounds):
-        shift = index % len(names)
-        results = run_round(names[shift:] + names[:shift], config)
+        results = run_round(list(orders[index % len(orders)]), config)
         sgemm_rates.append(sgemm_flops_per_s())
         for name in names:
             runs[name].append(results[name])
