@@ -30,6 +30,29 @@ def test_build_optimizer(name, kind):
     assert isinstance(optimizer, kind) and optimizer.param_groups[0]["lr"] == 0.01
 
 
+@pytest.mark.parametrize("name", ["sgd", "adamw"])
+def test_multi_tensor_update_matches_the_per_parameter_loop(name):
+    """The optimisers run torch's foreach kernels on the CPU too, with exactly the per-parameter loop's results."""
+    torch.manual_seed(0)
+    models = [nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.LazyLinear(3)) for _ in range(2)]
+    x = torch.randn(8, 1, 6, 6)
+    models[0](x)
+    models[1](x)
+    models[1].load_state_dict(models[0].state_dict())
+    fast = build_optimizer(models[0], name, lr=0.1, weight_decay=0.01, momentum=0.9, nesterov=True)
+    assert fast.defaults["foreach"] is True
+    slow = build_optimizer(models[1], name, lr=0.1, weight_decay=0.01, momentum=0.9, nesterov=True)
+    for group in slow.param_groups:
+        group["foreach"] = False  # torch's per-parameter loop
+    for _ in range(3):
+        for model, optimizer in ((models[0], fast), (models[1], slow)):
+            optimizer.zero_grad()
+            model(x).square().mean().backward()
+            optimizer.step()
+    for a, b in zip(models[0].parameters(), models[1].parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
 def test_warmup_then_cosine_reaches_the_floor():
     factors = [lr_factor(s, total_steps=100, schedule="cosine", warmup_steps=10, min_factor=0.1) for s in range(101)]
     assert factors[0] == pytest.approx(1 / 11) and factors[9] == pytest.approx(10 / 11)

@@ -42,12 +42,17 @@ def build_optimizer(
     nesterov: bool = False,
     betas: Sequence[float] = (0.9, 0.999),
 ) -> torch.optim.Optimizer:
-    """Build optimiser ``name`` (sgd, adam, adamw) over ``model`` with weight decay kept off biases and norms."""
+    """Build optimiser ``name`` (sgd, adam, adamw) over ``model`` with weight decay kept off biases and norms.
+
+    The update runs on torch's multi-tensor (``foreach``) kernels, which torch picks by itself only for CUDA tensors.
+    On a CPU the per-parameter Python loop it uses otherwise cost ~0.4 ms of a ~41 ms default-recipe step (1.01x
+    faster with ``foreach``, 16 interleaved rounds; the updated weights are bit-identical, docs/benchmarks.md).
+    """
     groups = param_groups(model, weight_decay)
     if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov)
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov, foreach=True)
     optimizer = torch.optim.Adam if name == "adam" else torch.optim.AdamW
-    return optimizer(groups, lr=lr, betas=tuple(betas))
+    return optimizer(groups, lr=lr, betas=tuple(betas), foreach=True)
 
 
 def lr_factor(
