@@ -108,6 +108,13 @@ def test_bench_rejects_bad_sizes(capsys):
     assert "must be >= 1" in capsys.readouterr().err
 
 
+def test_bench_reports_a_pipeline_error_in_one_line(capsys):
+    """An error inside a pipeline's process reaches the command line as the same ninlab error, not a traceback."""
+    assert main(["bench", "--recipe", "nosuch", "--limit", "256", "--epochs", "1", "--windows", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no recipe 'nosuch'" in err[0], err
+
+
 @pytest.mark.parametrize(("layout", "without"), [("channels_last", None), ("nchw", "batchnorm"), ("nchw", "relu")])
 def test_train_step_bench_variants_run(layout, without):
     """benchmarks/train_step_bench.py: every layout and layer ablation builds a step that runs."""

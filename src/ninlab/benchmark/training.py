@@ -237,8 +237,11 @@ def _worker(name: str, config: BenchConfig, conn: Connection) -> None:
             return
         turns = Turns(epoch=config.epochs - 1, windows=config.windows, wait=wait)
         conn.send(("result", asdict(run_pipeline(name, config, turns))))
-    except Exception as error:  # reported to the parent, which raises it there with the pipeline's name
-        conn.send(("error", f"{type(error).__name__}: {error}"))
+    except Exception as error:  # raised again in the parent, so ninlab's own errors stay one-line user errors
+        try:
+            conn.send(("error", error))
+        except Exception:  # an exception that does not pickle: its type and message
+            conn.send(("error", f"{type(error).__name__}: {error}"))
 
 
 def _expect(name: str, process: multiprocessing.process.BaseProcess, conn: Connection, kind: str) -> Any:
@@ -248,6 +251,8 @@ def _expect(name: str, process: multiprocessing.process.BaseProcess, conn: Conne
             raise RuntimeError(f"bench pipeline {name!r} exited with code {process.exitcode} before reporting")
     got, payload = conn.recv()
     if got == "error":
+        if isinstance(payload, Exception):
+            raise payload
         raise RuntimeError(f"bench pipeline {name!r} failed: {payload}")
     if got != kind:  # pragma: no cover - a protocol bug, not a user error
         raise RuntimeError(f"bench pipeline {name!r} sent {got!r}, expected {kind!r}")
