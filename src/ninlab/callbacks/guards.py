@@ -4,6 +4,10 @@ NiN's known failure: the ReLU after the last 1 x 1 conv (before global pooling) 
 the logits are all zero, the loss sits at exactly ln(num_classes) and no gradient flows back. Users report it for
 lr 0.1 with both the Caffe and d2l designs; it is silent (training just "does not learn"). A NaN/inf loss is the
 other way a run dies. Both guards raise :class:`ninlab.errors.TrainingError`, which the CLI prints as one line.
+
+Both keep their test's result on the training device and read it back only every ``check_every`` steps (default:
+every step on a CPU, every 50 on a GPU). Reading a GPU value makes the host wait for every queued step, so a check
+per step would keep the host from running ahead of the GPU; on a CPU the read costs nothing.
 """
 
 from __future__ import annotations
@@ -19,23 +23,37 @@ from ninlab.errors import TrainingError
 __all__ = ["DeadClassMapGuard", "NonFiniteLossGuard"]
 
 
+def _steps_between_reads(check_every: int | None, pl_module: LightningModule) -> int:
+    return check_every or (1 if pl_module.device.type == "cpu" else 50)
+
+
+def _check_positive(check_every: int | None) -> int | None:
+    if check_every is not None and check_every < 1:
+        raise ValueError(f"check_every must be >= 1 or None, found {check_every}")
+    return check_every
+
+
 class DeadClassMapGuard(Callback):
     """Stop training when the network's output no longer depends on its input.
 
     The test is exact: for ``patience`` consecutive training batches, every image of the batch gets the very same
     logits (all zero when the class maps died; equal to the head's bias with a linear head). A live network never
-    does that on a batch of different images, so the guard has no false alarms and costs one reduction per step.
+    does that on a batch of different images, so the guard has no false alarms and costs a few tensor ops per step.
     It only watches the first ``max_steps`` optimiser steps, where the failure happens.
 
     Args:
         patience: Consecutive dead batches before stopping.
         max_steps: Steps to watch (None: the whole run).
+        check_every: Steps between reads of the result (None: 1 on a CPU, 50 on a GPU).
     """
 
-    def __init__(self, patience: int = 5, max_steps: int | None = 200) -> None:
+    def __init__(self, patience: int = 5, max_steps: int | None = 200, check_every: int | None = None) -> None:
         self.patience = patience
         self.max_steps = max_steps
-        self._dead_batches = 0
+        self.check_every = _check_positive(check_every)
+        self._dead_batches: torch.Tensor | None = None  # consecutive dead batches up to the last step, on the device
+        self._longest: torch.Tensor | None = None  # the longest such run seen
+        self._num_classes = 0
 
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -45,14 +63,27 @@ class DeadClassMapGuard(Callback):
         logits = outputs["logits"] if isinstance(outputs, dict) else None
         if logits is None or len(logits) < 2:
             return
-        dead = bool((logits == logits[:1]).all())
-        self._dead_batches = self._dead_batches + 1 if dead else 0
-        if self._dead_batches < self.patience:
+        self._num_classes = logits.shape[1]
+        dead = (logits == logits[:1]).all()
+        if self._dead_batches is None:
+            self._dead_batches = self._longest = dead.long()
+        else:
+            self._dead_batches = (self._dead_batches + 1) * dead
+            self._longest = torch.maximum(self._longest, self._dead_batches)
+        step = trainer.global_step
+        if step % _steps_between_reads(self.check_every, pl_module) == 0 or step == self.max_steps:
+            self._check(step)
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._check(trainer.global_step)
+
+    def _check(self, step: int) -> None:
+        if self._longest is None or int(self._longest) < self.patience:
             return
-        num_classes = logits.shape[1]
+        num_classes = self._num_classes
         raise TrainingError(
-            f"training stopped at step {trainer.global_step}: the network gives every image the same logits "
-            f"({self._dead_batches} batches in a row), so the loss is stuck at ln({num_classes}) = "
+            f"training stopped at step {step}: the network gives every image the same logits "
+            f"({int(self._longest)} batches in a row), so the loss is stuck at ln({num_classes}) = "
             f"{math.log(num_classes):.6f} and nothing learns. The ReLU after the last conv has zeroed every class map "
             "(dead class maps, NiN's known failure); set model_kwargs.final_act=false, use --model.init xavier, "
             "lower --model.lr, or add BatchNorm (model_kwargs.norm_layer=batchnorm)"
@@ -60,16 +91,44 @@ class DeadClassMapGuard(Callback):
 
 
 class NonFiniteLossGuard(Callback):
-    """Stop training at the first NaN or infinite training loss, saying what usually fixes it."""
+    """Stop training at a NaN or infinite training loss, saying what usually fixes it.
+
+    It keeps a running sum of the training losses on the device (one op a step): a NaN or infinity stays in the
+    sum, so one read every ``check_every`` steps finds any non-finite loss since the previous read.
+
+    Args:
+        check_every: Steps between reads of the sum (None: 1 on a CPU, 50 on a GPU).
+    """
+
+    def __init__(self, check_every: int | None = None) -> None:
+        self.check_every = _check_positive(check_every)
+        self._loss_sum: torch.Tensor | None = None
+        self._last_finite_step = 0
 
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        if loss is None or bool(torch.isfinite(loss).all()):
+        if loss is None:
             return
+        loss = loss.detach()
+        self._loss_sum = loss if self._loss_sum is None else self._loss_sum + loss
+        if trainer.global_step % _steps_between_reads(self.check_every, pl_module) == 0:
+            self._check(trainer.global_step)
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._check(trainer.global_step)
+
+    def _check(self, step: int) -> None:
+        if self._loss_sum is None:
+            return
+        total = float(self._loss_sum)
+        if math.isfinite(total):
+            self._last_finite_step = step
+            return
+        since = "" if step == self._last_finite_step + 1 else f" (a step after {self._last_finite_step})"
         raise TrainingError(
-            f"training stopped at step {trainer.global_step}: the loss is {loss.item()} (diverged). Lower "
+            f"training stopped at step {step}: the loss is {total}{since} (diverged). Lower "
             "--model.lr or add warmup (--model.warmup_epochs), clip gradients (--trainer.gradient_clip_val 1.0), "
             "or train in full precision (--trainer.precision 32-true)"
         )

@@ -115,6 +115,7 @@ class ImageDataModule(L.LightningDataModule):
         self._splits: dict[str, IndexBatches | None] = {}
         self._generator: torch.Generator | None = None
         self._generator_key: tuple | None = None
+        self._mean_std_device: tuple[torch.Tensor, torch.Tensor] | None = None
 
     # --- what the model needs at build time (loads the training split, from the cache after the first time) ---
 
@@ -146,6 +147,12 @@ class ImageDataModule(L.LightningDataModule):
             return transforms.channel_stats(self._train_set.images)
         mean, std = _HALF if self.normalize == "half" else (0.0, 1.0)
         return torch.full((self.in_chans,), mean), torch.full((self.in_chans,), std)
+
+    def _mean_std_on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        # Copied to the device once: a host-to-device copy per batch would make every GPU step wait for the last.
+        if self._mean_std_device is None or self._mean_std_device[0].device != device:
+            self._mean_std_device = tuple(t.to(device) for t in self.mean_std)
+        return self._mean_std_device
 
     @cached_property
     def _train_set(self) -> ImageSet:
@@ -266,7 +273,7 @@ class ImageDataModule(L.LightningDataModule):
         batch = images.float().div_(255)
         if self.image_size is not None:
             batch = transforms.resize(batch, (self.image_size, self.image_size))
-        batch = transforms.normalize(batch, *self.mean_std)
+        batch = transforms.normalize(batch, *self._mean_std_on(batch.device))
         return batch.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
 
     def _augment_generator(self, device: torch.device) -> torch.Generator:

@@ -24,8 +24,12 @@ class IndexBatches(Dataset):
         return len(self.tensors[0])
 
     def __getitem__(self, indices: list[int]) -> tuple[torch.Tensor, ...]:
-        # The index goes to the data's device (a few hundred bytes), never the images to the index's.
-        index = torch.as_tensor(indices, device=self.tensors[0].device)
+        # The index goes to the data's device (a few hundred bytes), never the images to the index's. On a GPU it is
+        # copied from pinned memory without blocking: a plain copy would wait for every step queued before it.
+        device = self.tensors[0].device
+        index = torch.as_tensor(indices)
+        if device.type == "cuda":
+            index = index.pin_memory().to(device, non_blocking=True)
         return tuple(tensor[index] for tensor in self.tensors)
 
     def to(self, device: torch.device | str) -> IndexBatches:

@@ -1,0 +1,139 @@
+"""Training-step throughput of spec 003's d2l NiN on one GPU, without Lightning: the ceiling for the GPU recipe.
+
+Each step does what ``ninlab fit -c configs/gpu_fashion_mnist.yaml`` does for one batch: gather a batch of uint8
+28x28 Fashion-MNIST images already resident on the device (one index tensor per batch), scale to [0, 1], resize to
+224x224 (ninlab.data.transforms.resize), lay out channels-last, run nin_d2l forward under bf16 autocast (or in
+fp32), take an fp32 cross-entropy, backward, and an SGD step (lr 0.1, as the recipe). Images/s is timed with
+device events over ``--windows`` windows of ``--steps`` steps after warm-up, median reported; the TFLOP/s column
+counts training FLOPs with ``torch.utils.flop_counter`` (ninlab.benchmark.rates). Comparing ``ninlab fit``'s
+``train_images_per_s`` with this shows what the Lightning loop and ninlab's callbacks cost on the device.
+
+A variant is ``MODE:PRECISION:BATCH``, MODE one of eager, compile (``torch.compile``, inductor) or cudagraphs
+(``torch.compile(mode="reduce-overhead")``), PRECISION fp32 or bf16::
+
+    PYTHONPATH=src python benchmarks/gpu_step_bench.py --root DIR eager:fp32:128 eager:bf16:128 compile:bf16:128
+
+On a CPU it runs too (slowly), which is what its smoke test does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from ninlab import create_model
+from ninlab.benchmark.rates import training_flops_per_image
+from ninlab.data import load_dataset, transforms
+from ninlab.init import init_weights
+
+IMAGE_SIZE = 224
+MODES = {"eager": None, "compile": "default", "cudagraphs": "reduce-overhead"}
+PRECISIONS = ("fp32", "bf16")
+
+
+def parse_variant(text: str) -> tuple[str, str, int]:
+    """``"compile:bf16:128"`` -> ``("compile", "bf16", 128)``, with a one-line error for anything else."""
+    parts = text.split(":")
+    if len(parts) != 3 or parts[0] not in MODES or parts[1] not in PRECISIONS or not parts[2].isdigit():
+        raise argparse.ArgumentTypeError(
+            f"expected MODE:PRECISION:BATCH with MODE in {sorted(MODES)} and PRECISION in {PRECISIONS}, found {text!r}"
+        )
+    return parts[0], parts[1], int(parts[2])
+
+
+def training_step(
+    images: torch.Tensor, labels: torch.Tensor, mode: str, precision: str, batch_size: int
+) -> Callable[[], None]:
+    """One recipe step on the next shuffled batch of the device-resident ``images``; built, not yet run."""
+    device = images.device
+    net = create_model("nin_d2l")
+    init_weights(net, "xavier")
+    net = net.to(device, memory_format=torch.channels_last)
+    model = torch.compile(net, mode=MODES[mode]) if MODES[mode] else net
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1, foreach=True)
+    autocast = torch.autocast(device.type, torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+    order = torch.randperm(len(images), device=device)
+    batches = len(images) // batch_size
+    position = [0]
+
+    def step() -> None:
+        index = order[(position[0] % batches) * batch_size :][:batch_size]
+        position[0] += 1
+        x = images[index].float().div_(255)
+        x = transforms.resize(x, (IMAGE_SIZE, IMAGE_SIZE)).contiguous(memory_format=torch.channels_last)
+        with autocast:
+            logits = model(x)
+        loss = F.cross_entropy(logits.float(), labels[index])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_window(step: Callable[[], None], steps: int, device: torch.device) -> float:
+    """Seconds for ``steps`` steps, from the first's start to the last's end on the device."""
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(steps):
+            step()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1000
+    begin = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return time.perf_counter() - begin
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("variants", nargs="+", type=parse_variant, help="MODE:PRECISION:BATCH, e.g. compile:bf16:128")
+    parser.add_argument("--root", help="folder with the Fashion-MNIST .gz files (default: ninlab's search)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--steps", type=int, default=50, help="steps per timed window")
+    parser.add_argument("--windows", type=int, default=5, help="timed windows per variant (median reported)")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed steps first (compilation happens here)")
+    args = parser.parse_args()
+
+    device = torch.device(args.device)
+    torch.backends.cudnn.benchmark = True
+    data = load_dataset("fashion-mnist", "train", root=args.root)
+    images, labels = data.images.to(device), data.labels.to(device)
+    flops = training_flops_per_image(create_model("nin_d2l"), (1, IMAGE_SIZE, IMAGE_SIZE), batch_size=2)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    print(f"device {name}, torch {torch.__version__}, {flops / 1e9:.2f} training GFLOP/image", flush=True)
+    rows = []
+    for mode, precision, batch_size in args.variants:
+        torch.manual_seed(0)
+        step = training_step(images, labels, mode, precision, batch_size)
+        begin = time.perf_counter()
+        for _ in range(args.warmup):
+            step()
+        synchronize(device)
+        warmup_s = time.perf_counter() - begin
+        rates = [args.steps * batch_size / time_window(step, args.steps, device) for _ in range(args.windows)]
+        rate = statistics.median(rates)
+        rows.append((f"{mode}:{precision}:{batch_size}", rate, min(rates), max(rates), rate * flops / 1e12, warmup_s))
+        print(f"{rows[-1][0]}: {rate:,.0f} images/s ({min(rates):,.0f}-{max(rates):,.0f}), warm-up {warmup_s:.1f} s",
+              flush=True)  # fmt: skip
+    print("\n| variant | images/s (median) | range | training TFLOP/s | warm-up s |\n| --- | --- | --- | --- | --- |")
+    for name, rate, low, high, tflops, warmup_s in rows:
+        print(f"| {name} | {rate:,.0f} | {low:,.0f}-{high:,.0f} | {tflops:.1f} | {warmup_s:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
