@@ -111,6 +111,24 @@ def test_non_finite_loss_stops_the_run(tmp_path):
     assert trainer.global_step == 1
 
 
+def test_guards_read_their_device_state_every_check_every_steps(tmp_path):
+    # As on a GPU, where each read waits for the device: the trip is found at the next read, not at once.
+    guard = DeadClassMapGuard(patience=3, check_every=2)
+    trainer = _trainer(tmp_path, max_epochs=5, callbacks=[guard])
+    with pytest.raises(TrainingError, match=r"stopped at step 4: .*\(4 batches in a row\)"):
+        trainer.fit(_dead_model(), _loader(n=48, size=67, batch_size=8))
+    assert trainer.global_step == 4
+
+    images = torch.randn(32, 1, 28, 28)
+    images[4:8] = float("nan")  # the second batch's loss is NaN, and so is every later one's
+    loader = DataLoader(TensorDataset(images, torch.zeros(32, dtype=torch.int64)), batch_size=4)
+    trainer = _trainer(tmp_path, max_epochs=1, callbacks=[NonFiniteLossGuard(check_every=3)])
+    with pytest.raises(TrainingError, match=r"stopped at step 3: the loss is nan \(a step after 0\)"):
+        trainer.fit(NiNClassifier(**TINY), loader)
+    with pytest.raises(ValueError, match="check_every must be >= 1"):
+        NonFiniteLossGuard(check_every=0)
+
+
 def test_resume_restores_epoch_optimizer_and_scheduler(tmp_path):
     torch.manual_seed(0)
     common = {**TINY, "schedule": "cosine", "warmup_epochs": 1, "nesterov": True}
