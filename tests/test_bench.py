@@ -118,8 +118,26 @@ def test_bench_reports_a_pipeline_error_in_one_line(capsys):
 @pytest.mark.parametrize(("layout", "without"), [("channels_last", None), ("nchw", "batchnorm"), ("nchw", "relu")])
 def test_train_step_bench_variants_run(layout, without):
     """benchmarks/train_step_bench.py: every layout and layer ablation builds a step that runs."""
-    spec = importlib.util.spec_from_file_location("train_step_bench", ROOT / "benchmarks" / "train_step_bench.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _load_script("train_step_bench")
     step = bench.training_step([4, 8, 8], 8, layout=layout, without=without)
     assert bench.images_per_s(step, 8, 2) > 0
+
+
+def _load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_step_bench_runs_on_the_cpu(real_data_dir, monkeypatch, capsys):
+    """benchmarks/gpu_step_bench.py (the GPU recipe's step without Lightning) runs end to end on real data."""
+    bench = _load_script("gpu_step_bench")
+    argv = ["gpu_step_bench.py", "--root", str(real_data_dir / "fashion-mnist"), "--device", "cpu", "--steps", "1",
+            "--windows", "2", "--warmup", "1", "eager:bf16:2"]  # fmt: skip
+    monkeypatch.setattr("sys.argv", argv)
+    bench.main()
+    row = capsys.readouterr().out.strip().splitlines()[-1]
+    assert row.startswith("| eager:bf16:2 |"), row
+    with pytest.raises(Exception, match="expected MODE:PRECISION:BATCH"):
+        bench.parse_variant("compile:fp16:128")
