@@ -1,5 +1,6 @@
 """``ninlab fit|test|export|predict-images`` end to end: recipes, run directories, resume, ONNX, prediction, errors."""
 
+import csv
 import gzip
 import json
 import os
@@ -102,6 +103,10 @@ def test_run_directory_holds_the_whole_record(trained_run, capsys):
     assert any(f.startswith("tensorboard/events.out.tfevents") for f in files)
     summary = json.loads((trained_run / "summary.json").read_text())
     assert summary["epochs"] == 2 and summary["train_images_per_s"] > 0 and summary["wall_s"] > 0
+    # The steady rate is the second epoch's: the median of the epochs after the first.
+    epoch_rates = [float(row["train/images_per_s"]) for row in csv.DictReader((trained_run / "metrics.csv").open())
+                   if row.get("train/images_per_s")]  # fmt: skip
+    assert len(epoch_rates) == 2 and summary["train_images_per_s_steady"] == round(epoch_rates[1], 1)
     assert {"test_acc", "val_acc", "versions", "machine"} <= set(summary)
     assert set(summary["versions"]) == {
         "python",

@@ -32,6 +32,13 @@ def environment(trainer: Trainer | None = None) -> dict[str, Any]:
     return {"versions": versions(), "machine": machine}
 
 
+def _job_rate(trainer: Trainer, pl_module: LightningModule, rate: float | None) -> float | None:
+    """This process's images/s, summed over DDP processes (each trained on its own shard); every rank calls it."""
+    if rate is None or trainer.world_size == 1:
+        return rate
+    return float(pl_module.all_gather(torch.tensor(rate, device=pl_module.device)).sum())
+
+
 def _scalar(metrics: dict[str, Any], key: str) -> float | None:
     value = metrics.get(key)
     return None if value is None else float(value)
@@ -73,9 +80,8 @@ class RunReport(Callback):
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         meter = next((cb for cb in trainer.callbacks if isinstance(cb, ThroughputMeter)), None)
-        rate = meter.images_per_s if meter else None
-        if rate is not None and trainer.world_size > 1:  # each DDP process trained on its own shard: sum them
-            rate = float(pl_module.all_gather(torch.tensor(rate, device=pl_module.device)).sum())
+        rate = _job_rate(trainer, pl_module, meter.images_per_s if meter else None)
+        steady = _job_rate(trainer, pl_module, meter.steady_images_per_s if meter else None)
         if not trainer.is_global_zero:
             return
         checkpoint = trainer.checkpoint_callback
@@ -87,6 +93,7 @@ class RunReport(Callback):
             "val_loss": _scalar(trainer.callback_metrics, "val/loss"),
             "best_checkpoint": getattr(checkpoint, "best_model_path", None) or None,
             "train_images_per_s": round(rate, 1) if rate is not None else None,
+            "train_images_per_s_steady": round(steady, 1) if steady is not None else None,
             "wall_s": round(time.perf_counter() - self._fit_start, 1),
         }
         self._update_summary(trainer, pl_module, values)

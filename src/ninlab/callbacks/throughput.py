@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import time
 from typing import Any
 
@@ -20,7 +21,9 @@ class ThroughputMeter(Callback):
 
     :attr:`recent_images_per_s` (a moving average: what the progress bar shows) follows the rate; each epoch logs
     ``train/images_per_s`` and ``time/elapsed_s`` (wall seconds since fit started, validation included: the x axis
-    of time-to-accuracy plots); :attr:`images_per_s` is the whole run's average (what the run summary reports).
+    of time-to-accuracy plots); :attr:`images_per_s` is the whole run's average and :attr:`steady_images_per_s`
+    the median epoch after the first (the run summary reports both: the first epoch holds ``torch.compile``'s
+    compilation and other warm-up, which can halve a short GPU run's average).
 
     Args:
         smoothing: Weight of the previous value in :attr:`recent_images_per_s`.
@@ -32,6 +35,7 @@ class ThroughputMeter(Callback):
         self.seconds = 0.0
         self._epoch_images = 0
         self._epoch_seconds = 0.0
+        self.epoch_images_per_s: list[float] = []
         self._recent = 0.0
         self._last = 0.0
         self._fit_start = 0.0
@@ -40,6 +44,11 @@ class ThroughputMeter(Callback):
     def images_per_s(self) -> float:
         """Average training images per second over every batch measured so far (0 before the first)."""
         return self.images / self.seconds if self.seconds else 0.0
+
+    @property
+    def steady_images_per_s(self) -> float | None:
+        """Median images/s of the training epochs after the first (None before a second epoch has ended)."""
+        return statistics.median(self.epoch_images_per_s[1:]) if len(self.epoch_images_per_s) > 1 else None
 
     @property
     def recent_images_per_s(self) -> float:
@@ -76,6 +85,7 @@ class ThroughputMeter(Callback):
         if self._epoch_seconds:
             # Summed over DDP processes: the logged rate is the whole job's.
             rate = self._epoch_images / self._epoch_seconds
+            self.epoch_images_per_s.append(rate)
             pl_module.log("train/images_per_s", rate, sync_dist=True, reduce_fx="sum")
         # Runs after the epoch's validation, so it is the time at which that epoch's val/acc was known.
         pl_module.log("time/elapsed_s", time.perf_counter() - self._fit_start, reduce_fx="max", sync_dist=True)
