@@ -18,10 +18,11 @@ _GAUSSIAN_STD = 0.05  # Caffe's NiN CIFAR-10 prototxt
 
 
 def init_weights(module: nn.Module, scheme: str) -> None:
-    """Re-initialise every conv and linear layer of ``module`` in place with ``scheme``; biases become zero.
+    """Re-initialise the weights of every conv and linear layer of ``module`` in place with ``scheme``.
 
     ``"default"`` keeps PyTorch's own initialisation (Kaiming-uniform with a = sqrt(5)); norm layers are never
-    touched.
+    touched. ``"xavier"`` re-draws the weights only and keeps PyTorch's default biases, as d2l's ``train_ch6`` (spec
+    003's training loop) does; ``"gaussian"`` and ``"kaiming"`` set the biases to zero.
 
     Raises:
         ConfigError: ``scheme`` is not one of :data:`INIT_SCHEMES`.
@@ -39,5 +40,5 @@ def init_weights(module: nn.Module, scheme: str) -> None:
             nn.init.normal_(layer.weight, std=_GAUSSIAN_STD)
         else:
             nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
-        if layer.bias is not None:
+        if layer.bias is not None and scheme != "xavier":
             nn.init.zeros_(layer.bias)
