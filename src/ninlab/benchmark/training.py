@@ -8,6 +8,9 @@
 * ``bare`` (C): a plain PyTorch loop over the same in-memory tensors with the same model, optimiser, augmentation and
   normalisation as B and nothing else: the floor that B's bookkeeping is measured against.
 
+All three train on the CPU, also on a machine with a GPU: the bare loop is a CPU loop, and B/A and B/C compare like
+with like only on one device. ``benchmarks/gpu_step_bench.py`` and the GPU recipe's run summary measure the GPU.
+
 Each pipeline trains ``epochs`` epochs on the first ``limit`` training images; the last epoch is timed (the earlier
 ones are warm-up) and cut into ``windows`` windows of steps. :func:`run_round` runs the pipelines side by side, each
 in a fresh process (so its peak memory is its own), taking turns window by window (one runs while the others wait),
@@ -85,7 +88,8 @@ def _recipe_cli(config: BenchConfig, workdir: str, callbacks: list) -> NinlabCLI
     """The recipe as ``ninlab fit -c recipe`` builds it, on ``limit`` images, writing its run under ``workdir``."""
     args = ["--config", str(recipe_path(config.recipe)), f"--trainer.max_epochs={config.epochs}",
             "--trainer.num_sanity_val_steps=0", f"--data.limit_train={config.limit}",
-            f"--data.val_size={config.val_size}", f"--trainer.default_root_dir={workdir}"]  # fmt: skip
+            f"--data.val_size={config.val_size}", f"--trainer.default_root_dir={workdir}",
+            "--trainer.accelerator=cpu", "--trainer.devices=1"]  # fmt: skip
     if config.root is not None:
         args.append(f"--data.root={config.root}")
     return NinlabCLI(NiNClassifier, ImageDataModule, args=args, run=False, trainer_defaults={"callbacks": callbacks},
@@ -153,6 +157,7 @@ def run_seed_style(config: BenchConfig, workdir: str, turns: Turns | None = None
     flops = training_flops_per_image(model.net, datamodule.input_size)
     clock = StepClock(turns)
     trainer = L.Trainer(max_epochs=config.epochs, callbacks=[clock], logger=False, enable_checkpointing=False,
+                        accelerator="cpu", devices=1,
                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
                         default_root_dir=workdir)  # fmt: skip
     trainer.fit(model, train_dataloaders=loader)
