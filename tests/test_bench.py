@@ -57,7 +57,8 @@ def test_seed_style_dataset_normalises_through_pil(channels):
     assert len(dataset) == 4
 
 
-def test_bench_rounds_vary_order_and_pair_windows(monkeypatch):
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_bench_rounds_vary_order_and_pair_windows(monkeypatch, precision):
     """Rounds go through the pipelines' orders; B/A and B/C are medians of same-numbered windows' ratios."""
     from ninlab.benchmark import command
     from ninlab.benchmark.training import BenchConfig, PipelineResult
@@ -72,12 +73,13 @@ def test_bench_rounds_vary_order_and_pair_windows(monkeypatch):
         results = {}
         for name in names:
             rates = [speed[name] / (slow * (1 + w)) for w in range(config.windows)]
-            results[name] = PipelineResult(name, rates[1], rates[1], rates, train_flops_per_image=1e6)
+            used = "32-true" if name == "seed_style" else config.precision
+            results[name] = PipelineResult(name, used, rates[1], rates[1], rates, train_flops_per_image=1e6)
         return results
 
     monkeypatch.setattr(command, "run_round", fake_round)
-    monkeypatch.setattr(command, "sgemm_flops_per_s", lambda: 1e9)
-    report = command.bench(BenchConfig(windows=3), rounds=3)
+    monkeypatch.setattr(command, "matmul_flops_per_s", lambda dtype: 1e9 if dtype == torch.float32 else 4e9)
+    report = command.bench(BenchConfig(windows=3, precision=precision), rounds=3)
     a, b, c = "seed_style", "ninlab", "bare"
     assert orders == [[a, b, c], [a, c, b], [b, a, c]]
     assert report["window_ratios"]["ratio_vs_seed_style"] == pytest.approx([2.0] * 9)
@@ -87,13 +89,24 @@ def test_bench_rounds_vary_order_and_pair_windows(monkeypatch):
     assert report["images_per_s"]["ninlab"] == 50.0  # the median round
     assert report["fraction_of_sgemm_per_round"] == pytest.approx([0.1, 0.05, 0.0333], abs=1e-4)
     assert "medians of 9 paired windows' ratios over 3 round(s)" in command.format_report(report)
+    assert report["precision"] == {a: "32-true", b: precision, c: precision}
+    if precision == "bf16-mixed":  # B's FLOP rate against the bf16 matrix multiply too
+        assert report["fraction_of_bf16_gemm_per_round"] == pytest.approx([0.025, 0.0125, 0.0083], abs=1e-4)
+        assert "of its bf16 matrix multiply (4.0 GFLOP/s" in command.format_report(report)
+    else:
+        assert "fraction_of_bf16_gemm" not in report
 
 
 def test_run_round_takes_turns_window_by_window(real_data_dir):
-    """The pipelines of a round never compute at the same time: their timed windows alternate A, B, C, A, B, C."""
+    """The pipelines of a round never compute at the same time: their timed windows alternate A, B, C, A, B, C.
+
+    Run in bf16-mixed, which B (Lightning's precision plugin) and C (autocast) then train in, and A (spec 000's
+    way) does not.
+    """
     from ninlab.benchmark.training import BenchConfig, run_round
 
-    config = BenchConfig(root=str(real_data_dir / "fashion-mnist"), limit=256, epochs=2, windows=2, val_size=64)
+    config = BenchConfig(root=str(real_data_dir / "fashion-mnist"), limit=256, epochs=2, windows=2, val_size=64,
+                         precision="bf16-mixed")  # fmt: skip
     names = ["bare", "seed_style", "ninlab"]
     results = run_round(names, config)
     assert set(results) == set(names)
@@ -101,11 +114,16 @@ def test_run_round_takes_turns_window_by_window(real_data_dir):
     assert [name for _, _, name in windows] == names * 2
     assert all(end <= next_start for (_, end, _), (next_start, _, _) in itertools.pairwise(windows))
     assert all(len(r.window_images_per_s) == 2 and r.images_per_s > 0 for r in results.values())
+    assert {name: r.precision for name, r in results.items()} == {
+        "bare": "bf16-mixed", "seed_style": "32-true", "ninlab": "bf16-mixed"}  # fmt: skip
 
 
 def test_bench_rejects_bad_sizes(capsys):
     assert main(["bench", "--limit", "0"]) == 2
     assert "must be >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:  # argparse's usage error
+        main(["bench", "--precision", "16-mixed"])
+    assert exit_.value.code == 2 and "invalid choice: '16-mixed'" in capsys.readouterr().err
 
 
 def test_bench_reports_a_pipeline_error_in_one_line(capsys):

@@ -1,7 +1,10 @@
 """Benchmark yardsticks: FLOP counts agree with the summary's MACs, and the sgemm rate is a plausible number."""
 
+import pytest
+import torch
+
 import ninlab
-from ninlab.benchmark.rates import median_rate, sgemm_flops_per_s, training_flops_per_image
+from ninlab.benchmark.rates import matmul_flops_per_s, median_rate, training_flops_per_image
 from ninlab.environment import machine_info, versions
 from ninlab.summary import summarize
 
@@ -15,8 +18,9 @@ def test_training_flops_are_about_three_forward_passes():
     assert all(p.grad is None for p in model.parameters())
 
 
-def test_sgemm_rate_is_measured():
-    rate = sgemm_flops_per_s(size=256, repeats=3)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_matmul_rate_is_measured(dtype):
+    rate = matmul_flops_per_s(dtype, size=256, repeats=3)
     assert 1e8 < rate < 1e14
 
 
@@ -28,5 +32,6 @@ def test_environment_report():
     assert {"python", "torch", "lightning", "ninlab"} <= set(versions())
     machine = machine_info()
     assert machine["cpu_count"] >= 1
+    assert isinstance(machine["cpu_native_bf16"], bool)
     # The values torch.backends.cpu.get_cpu_capability documents:
     assert machine["cpu_capability"] in {"DEFAULT", "VSX", "Z VECTOR", "NO AVX", "AVX2", "AVX512", "SVE256"}

@@ -11,7 +11,7 @@ import torch
 
 from ninlab.host_allocator import freed_memory_kept
 
-__all__ = ["machine_info", "versions"]
+__all__ = ["cpu_has_native_bf16", "machine_info", "versions"]
 
 
 def versions() -> dict[str, str]:
@@ -37,6 +37,13 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether the CPU multiplies bf16 in hardware (AVX512-BF16 or AMX); without, bf16 autocast is emulated, slowly."""
+    # torch's own probes (cpuinfo), private but present since torch 2.1; a torch without them reports False.
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
+
+
 def machine_info() -> dict[str, object]:
     """The machine: OS, CPU model and the instruction set torch's kernels use, usable cores, torch threads, the
     allocator setting, and the GPU if there is one."""
@@ -45,6 +52,7 @@ def machine_info() -> dict[str, object]:
         "cpu": _cpu_model(),
         # e.g. "AVX2" or "AVX512": hosts sold under one CPU name differ here, and so do their kernels' speeds.
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_native_bf16": cpu_has_native_bf16(),
         "cpu_count": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "keeps_freed_memory": freed_memory_kept(),

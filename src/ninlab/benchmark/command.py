@@ -4,7 +4,8 @@ Reports, in one run: images/s of the seed-style pipeline (A), ninlab's fit path 
 each the median of ``--windows`` timed windows after a warm-up epoch, the three taking turns window by window; the
 ratios B/A and B/C, medians of the ratios of same-numbered windows; peak RSS per pipeline;
 B's training FLOP rate over its whole timed epoch as a fraction of this machine's fp32 sgemm rate, measured in the
-same run; and optionally (``--inference``) PyTorch and onnxruntime inference speed.
+same run (with ``--precision bf16-mixed``, also as a fraction of its bf16 matrix-multiply rate); and optionally
+(``--inference``) PyTorch and onnxruntime inference speed.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from pathlib import Path
 
 import torch
 
-from ninlab.benchmark.rates import sgemm_flops_per_s
-from ninlab.benchmark.training import PIPELINES, BenchConfig, PipelineResult, recipe_model, run_round
+from ninlab.benchmark.rates import matmul_flops_per_s
+from ninlab.benchmark.training import PIPELINES, PRECISIONS, BenchConfig, PipelineResult, recipe_model, run_round
 from ninlab.environment import machine_info, versions
 from ninlab.errors import ConfigError
 
@@ -39,7 +40,8 @@ def bench(config: BenchConfig, rounds: int = 1, inference: bool = False) -> dict
     round to round through all six (A B C, A C B, B A C, ...). B/A and B/C are medians over every window of every
     round of the ratio of the pipelines' same-numbered windows, which ran seconds apart, so a shared machine's
     changing speed cancels out of them. Each pipeline's images/s is its median window in its median round; the sgemm
-    rate is measured every round, and the sgemm fraction is the median of the rounds' values.
+    rate is measured every round, and the sgemm fraction is the median of the rounds' values. Under ``bf16-mixed``
+    the bf16 matrix-multiply rate is measured every round too, and B's fraction of it reported beside.
     """
     names = list(PIPELINES)
     # Every order in turn, so that each pipeline follows each other one equally often (a pipeline's window can feel
@@ -47,10 +49,14 @@ def bench(config: BenchConfig, rounds: int = 1, inference: bool = False) -> dict
     orders = list(itertools.permutations(names))
     runs: dict[str, list[PipelineResult]] = {name: [] for name in names}
     paired: dict[str, list[float]] = {"ratio_vs_seed_style": [], "ratio_vs_bare_loop": []}
-    fractions, sgemm_rates = [], []
+    bf16 = config.precision == "bf16-mixed"
+    fractions, sgemm_rates, bf16_fractions, bf16_rates = [], [], [], []
     for index in range(rounds):
         results = run_round(list(orders[index % len(orders)]), config)
-        sgemm_rates.append(sgemm_flops_per_s())
+        sgemm_rates.append(matmul_flops_per_s(torch.float32))
+        if bf16:
+            bf16_rates.append(matmul_flops_per_s(torch.bfloat16))
+            bf16_fractions.append(results["ninlab"].achieved_flops_per_s / bf16_rates[-1])
         for name in names:
             runs[name].append(results[name])
         a, b, c = (results[name].window_images_per_s for name in ("seed_style", "ninlab", "bare"))
@@ -63,6 +69,7 @@ def bench(config: BenchConfig, rounds: int = 1, inference: bool = False) -> dict
         "rounds": rounds,
         "date": time.strftime("%Y-%m-%d"),
         "config": dataclasses.asdict(config),
+        "precision": {name: r.precision for name, r in results.items()},
         "images_per_s": {name: round(r.images_per_s, 1) for name, r in results.items()},
         "window_images_per_s": {name: r.window_images_per_s for name, r in results.items()},
         "epoch_images_per_s": {name: round(r.epoch_images_per_s, 1) for name, r in results.items()},
@@ -79,6 +86,10 @@ def bench(config: BenchConfig, rounds: int = 1, inference: bool = False) -> dict
         "machine": machine_info(),
         "versions": versions(),
     }
+    if bf16:
+        report["fraction_of_bf16_gemm"] = statistics.median(bf16_fractions)
+        report["fraction_of_bf16_gemm_per_round"] = [round(v, 4) for v in bf16_fractions]
+        report["bf16_gemm_flops_per_s"] = statistics.median(bf16_rates)
     if inference:
         from ninlab.benchmark.inference import inference_speed  # onnx export is slow to import; only when asked
 
@@ -90,11 +101,11 @@ def format_report(report: dict) -> str:
     """The report as a short plain-text table."""
     names = {"seed_style": "A seed-style (per-sample Dataset, NCHW)", "ninlab": "B ninlab fit",
              "bare": "C bare PyTorch loop"}  # fmt: skip
-    lines = [f"{'pipeline':<42}{'img/s (median)':>15}{'epoch img/s':>13}{'peak RSS MB':>13}  allocator"]
+    lines = [f"{'pipeline':<42}{'img/s (median)':>15}{'epoch img/s':>13}{'peak RSS MB':>13}  precision  allocator"]
     for key, label in names.items():
         allocator = "keeps freed memory" if report["keeps_freed_memory"][key] else "default"
         lines.append(f"{label:<42}{report['images_per_s'][key]:>15,.1f}{report['epoch_images_per_s'][key]:>13,.1f}"
-                     f"{report['peak_rss_mb'][key]:>13,.0f}  {allocator}")  # fmt: skip
+                     f"{report['peak_rss_mb'][key]:>13,.0f}  {report['precision'][key]:<9}  {allocator}")  # fmt: skip
     lines.append(f"B/A = {report['ratio_vs_seed_style']:.2f}   B/C = {report['ratio_vs_bare_loop']:.3f}")
     ratios = report["window_ratios"]
     spread = {key: f"{min(values):.2f}-{max(values):.2f}" for key, values in ratios.items()}
@@ -106,6 +117,10 @@ def format_report(report: dict) -> str:
         f"({report['train_flops_per_image'] / 1e6:.1f} MFLOP per image); {report['fraction_of_sgemm']:.2f} of this "
         f"machine's fp32 sgemm ({report['sgemm_flops_per_s'] / 1e9:.1f} GFLOP/s)",
     ]
+    if "fraction_of_bf16_gemm" in report:
+        native = "native" if report["machine"].get("cpu_native_bf16") else "emulated: no bf16 instructions"
+        lines.append(f"  and {report['fraction_of_bf16_gemm']:.2f} of its bf16 matrix multiply "
+                     f"({report['bf16_gemm_flops_per_s'] / 1e9:.1f} GFLOP/s, {native})")  # fmt: skip
     if "inference" in report:
         inf = report["inference"]
         lines.append(f"inference: PyTorch {inf['torch_images_per_s']:,.0f} img/s (batch 256), "
@@ -128,6 +143,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=1,
         help="rounds of the three pipelines, each round in fresh processes; medians over all rounds reported",
     )
+    parser.add_argument("--precision", choices=PRECISIONS, default=defaults.precision,
+                        help="B's and C's precision (A, spec 000's way, always trains in fp32)")  # fmt: skip
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
     parser.add_argument("--inference", action="store_true", help="also time inference in PyTorch and onnxruntime")
     parser.add_argument("--json", type=Path, help="also write the report to this JSON file")
@@ -142,7 +159,8 @@ def run(args: argparse.Namespace) -> int:
         # Inherited by the pipeline processes, which start fresh interpreters.
         os.environ["OMP_NUM_THREADS"] = str(args.threads)
         torch.set_num_threads(args.threads)
-    config = BenchConfig(recipe=args.recipe, root=args.root, limit=args.limit, epochs=args.epochs, windows=args.windows)
+    config = BenchConfig(recipe=args.recipe, root=args.root, limit=args.limit, epochs=args.epochs, windows=args.windows,
+                         precision=args.precision)  # fmt: skip
     report = bench(config, rounds=args.rounds, inference=args.inference)
     print(format_report(report))
     if args.json is not None:

@@ -1,4 +1,4 @@
-"""The yardsticks a training speed is compared with: this machine's fp32 matrix-multiply rate and a model's FLOPs.
+"""The yardsticks a training speed is compared with: this machine's matrix-multiply rate and a model's FLOPs.
 
 Both are measured, never assumed: the sgemm rate in the same run as the training it is compared with (machines
 here are shared and noisy), and training FLOPs by ``torch.utils.flop_counter`` on a real forward + backward.
@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["median_rate", "sgemm_flops_per_s", "training_flops_per_image"]
+__all__ = ["matmul_flops_per_s", "median_rate", "training_flops_per_image"]
 
 
 def median_rate(work: float, seconds: list[float]) -> float:
@@ -21,9 +21,13 @@ def median_rate(work: float, seconds: list[float]) -> float:
     return statistics.median(work / s for s in seconds)
 
 
-def sgemm_flops_per_s(size: int = 2048, repeats: int = 7) -> float:
-    """Median fp32 FLOP/s of a ``size`` x ``size`` CPU matrix multiply (2 * size**3 FLOPs each), after warm-up."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def matmul_flops_per_s(dtype: torch.dtype = torch.float32, size: int = 2048, repeats: int = 7) -> float:
+    """Median FLOP/s of a ``size`` x ``size`` CPU matrix multiply in ``dtype`` (2 * size**3 FLOPs each), after warm-up.
+
+    fp32 (an sgemm) is the yardstick of ``ninlab bench``; bf16 is what autocast runs convolutions in under
+    ``bf16-mixed`` (fast only on CPUs with bf16 instructions: AVX512-BF16 or AMX).
+    """
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     for _ in range(2):
         torch.mm(a, b)
     seconds = []

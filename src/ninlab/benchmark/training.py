@@ -10,6 +10,8 @@
 
 All three train on the CPU, also on a machine with a GPU: the bare loop is a CPU loop, and B/A and B/C compare like
 with like only on one device. ``benchmarks/gpu_step_bench.py`` and the GPU recipe's run summary measure the GPU.
+``precision`` (``32-true`` or ``bf16-mixed``) applies to B and C, the fast paths; A always trains in fp32, as spec
+000 does.
 
 Each pipeline trains ``epochs`` epochs on the first ``limit`` training images; the last epoch is timed (the earlier
 ones are warm-up) and cut into ``windows`` windows of steps. :func:`run_round` runs the pipelines side by side, each
@@ -48,7 +50,7 @@ from ninlab.optim import build_optimizer
 from ninlab.system import NiNClassifier
 from ninlab.train_cli import RUN_DIR_ENV, NinlabCLI, recipe_path, training_callbacks
 
-__all__ = ["PIPELINES", "BenchConfig", "PipelineResult", "recipe_model", "run_pipeline", "run_round"]
+__all__ = ["PIPELINES", "PRECISIONS", "BenchConfig", "PipelineResult", "recipe_model", "run_pipeline", "run_round"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,11 @@ class BenchConfig:
     epochs: int = 2
     windows: int = 5
     val_size: int = 512
+    precision: str = "32-true"
+    """B's and C's precision: ``32-true`` or ``bf16-mixed`` (autocast to bf16, as Lightning runs it on a CPU)."""
+
+
+PRECISIONS = ("32-true", "bf16-mixed")
 
 
 @dataclass
@@ -68,6 +75,7 @@ class PipelineResult:
     """One pipeline's timings: median window images/s, whole-epoch images/s, training FLOPs, peak RSS."""
 
     name: str
+    precision: str
     images_per_s: float
     epoch_images_per_s: float
     window_images_per_s: list[float] = field(default_factory=list)
@@ -87,6 +95,7 @@ class PipelineResult:
 def _recipe_cli(config: BenchConfig, workdir: str, callbacks: list) -> NinlabCLI:
     """The recipe as ``ninlab fit -c recipe`` builds it, on ``limit`` images, writing its run under ``workdir``."""
     args = ["--config", str(recipe_path(config.recipe)), f"--trainer.max_epochs={config.epochs}",
+            f"--trainer.precision={config.precision}",
             "--trainer.num_sanity_val_steps=0", f"--data.limit_train={config.limit}",
             f"--data.val_size={config.val_size}", f"--trainer.default_root_dir={workdir}",
             "--trainer.accelerator=cpu", "--trainer.devices=1"]  # fmt: skip
@@ -96,10 +105,12 @@ def _recipe_cli(config: BenchConfig, workdir: str, callbacks: list) -> NinlabCLI
                      save_config_kwargs={"overwrite": True}, auto_configure_optimizers=False)  # fmt: skip
 
 
-def _result(name: str, clock: StepClock, batch_size: int, config: BenchConfig, flops: float) -> PipelineResult:
+def _result(name: str, clock: StepClock, batch_size: int, config: BenchConfig, flops: float,
+            precision: str) -> PipelineResult:  # fmt: skip
     rates = window_rates(clock.stamps, batch_size, config.windows)
     return PipelineResult(
         name=name,
+        precision=precision,
         images_per_s=statistics.median(rates),
         epoch_images_per_s=clock.epoch_images / clock.epoch_seconds,
         window_images_per_s=[round(r, 1) for r in rates],
@@ -114,7 +125,7 @@ def run_ninlab(config: BenchConfig, workdir: str, turns: Turns | None = None) ->
     cli = _recipe_cli(config, workdir, [*training_callbacks(), clock])
     flops = training_flops_per_image(cli.model.net, cli.datamodule.input_size)
     cli.trainer.fit(cli.model, cli.datamodule)
-    return _result("ninlab", clock, cli.datamodule.batch_size, config, flops)
+    return _result("ninlab", clock, cli.datamodule.batch_size, config, flops, str(cli.trainer.precision))
 
 
 class _PerSampleDataset(Dataset):
@@ -159,13 +170,17 @@ def run_seed_style(config: BenchConfig, workdir: str, turns: Turns | None = None
     trainer = L.Trainer(max_epochs=config.epochs, callbacks=[clock], logger=False, enable_checkpointing=False,
                         accelerator="cpu", devices=1,
                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                        default_root_dir=workdir)  # fmt: skip
+                        precision="32-true", default_root_dir=workdir)  # fmt: skip
     trainer.fit(model, train_dataloaders=loader)
-    return _result("seed_style", clock, datamodule.batch_size, config, flops)
+    return _result("seed_style", clock, datamodule.batch_size, config, flops, str(trainer.precision))
 
 
 def run_bare(config: BenchConfig, workdir: str, turns: Turns | None = None) -> PipelineResult:
-    """C: a plain loop: slice a uint8 batch, augment and normalise it as B does, forward, backward, step."""
+    """C: a plain loop: slice a uint8 batch, augment and normalise it as B does, forward, backward, step.
+
+    Under ``bf16-mixed`` the forward runs in ``torch.autocast`` as Lightning's precision plugin runs B's, and the
+    logits go to fp32 before the loss, as in :class:`NiNClassifier`.
+    """
     cli = _recipe_cli(config, workdir, [])
     datamodule, hparams = cli.datamodule, cli.model.hparams
     datamodule.setup("fit")
@@ -175,6 +190,7 @@ def run_bare(config: BenchConfig, workdir: str, turns: Turns | None = None) -> P
     optimizer = build_optimizer(net, hparams.optimizer, lr=hparams.lr, weight_decay=hparams.weight_decay,
                                 momentum=hparams.momentum, nesterov=hparams.nesterov, betas=hparams.betas)  # fmt: skip
     sampler = ShardedBatchSampler(images, datamodule.batch_size, shuffle=True, seed=datamodule.seed)
+    bf16 = config.precision == "bf16-mixed"
     clock = StepClock(turns)
     for epoch in range(config.epochs):
         sampler.set_epoch(epoch)
@@ -183,12 +199,14 @@ def run_bare(config: BenchConfig, workdir: str, turns: Turns | None = None) -> P
             index = torch.as_tensor(indices)
             batch_images, batch_labels = images[index], labels[index]
             x = datamodule.prepare_batch(datamodule.augment_batch(batch_images))
-            loss = F.cross_entropy(net(x), batch_labels, label_smoothing=hparams.label_smoothing)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                logits = net(x).float()
+            loss = F.cross_entropy(logits, batch_labels, label_smoothing=hparams.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             clock.end_step(len(batch_images))
-    return _result("bare", clock, datamodule.batch_size, config, flops)
+    return _result("bare", clock, datamodule.batch_size, config, flops, config.precision)
 
 
 PIPELINES = {"seed_style": run_seed_style, "ninlab": run_ninlab, "bare": run_bare}
