@@ -24,7 +24,7 @@ def test_window_rates():
         window_rates(stamps, 10, 7)
 
 
-def test_bench_reports_ratios_and_flop_fraction(real_data_dir, tmp_path, capsys):
+def test_bench_reports_ratios_and_flop_fraction(real_data_dir, tmp_path, capfd):
     out = tmp_path / "bench.json"
     argv = ["bench", "--data.root", str(real_data_dir / "fashion-mnist"), "--limit", "384", "--epochs", "1",
             "--windows", "3", "--json", str(out)]  # fmt: skip
@@ -40,7 +40,9 @@ def test_bench_reports_ratios_and_flop_fraction(real_data_dir, tmp_path, capsys)
     # B and C run with the command line's allocator setting (glibc only), A as spec 000's code would.
     glibc = runs_on_glibc()
     assert report["keeps_freed_memory"] == {"seed_style": False, "ninlab": glibc, "bare": glibc}
-    assert "B/A" in capsys.readouterr().out
+    out, err = capfd.readouterr()  # file descriptors: the pipelines' processes write there too
+    assert "B/A" in out
+    assert err.startswith("round 1/1 (A B C, ") and err.count("\n") == 1, err  # one line per round, nothing else
     assert [p.name for p in tmp_path.iterdir()] == ["bench.json"]  # no temporary or run files left behind
 
 
@@ -58,7 +60,7 @@ def test_seed_style_dataset_normalises_through_pil(channels):
 
 
 @pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
-def test_bench_rounds_vary_order_and_pair_windows(monkeypatch, precision):
+def test_bench_rounds_vary_order_and_pair_windows(monkeypatch, capsys, precision):
     """Rounds go through the pipelines' orders; B/A and B/C are medians of same-numbered windows' ratios."""
     from ninlab.benchmark import command
     from ninlab.benchmark.training import BenchConfig, PipelineResult
@@ -67,7 +69,7 @@ def test_bench_rounds_vary_order_and_pair_windows(monkeypatch, precision):
     speed = {"seed_style": 100.0, "ninlab": 200.0, "bare": 210.0}
     orders = []
 
-    def fake_round(names, config):
+    def fake_round(names, config, quiet):
         orders.append(list(names))
         slow = len(orders)
         results = {}
@@ -89,6 +91,9 @@ def test_bench_rounds_vary_order_and_pair_windows(monkeypatch, precision):
     assert report["images_per_s"]["ninlab"] == 50.0  # the median round
     assert report["fraction_of_sgemm_per_round"] == pytest.approx([0.1, 0.05, 0.0333], abs=1e-4)
     assert "medians of 9 paired windows' ratios over 3 round(s)" in command.format_report(report)
+    progress = capsys.readouterr().err.splitlines()  # a line per round, with that round's paired ratios
+    assert progress[0].startswith("round 1/3 (A B C, ") and progress[0].endswith("B/A 2.00, B/C 0.952")
+    assert [line.split(" (")[0] for line in progress] == ["round 1/3", "round 2/3", "round 3/3"]
     assert report["precision"] == {a: "32-true", b: precision, c: precision}
     if precision == "bf16-mixed":  # B's FLOP rate against the bf16 matrix multiply too
         assert report["fraction_of_bf16_gemm_per_round"] == pytest.approx([0.025, 0.0125, 0.0083], abs=1e-4)

@@ -16,6 +16,7 @@ import itertools
 import json
 import os
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -33,7 +34,7 @@ def _median_result(runs: list[PipelineResult]) -> PipelineResult:
     return sorted(runs, key=lambda r: r.images_per_s)[len(runs) // 2]
 
 
-def bench(config: BenchConfig, rounds: int = 1, inference: bool = False) -> dict:
+def bench(config: BenchConfig, rounds: int = 1, inference: bool = False, quiet: bool = True) -> dict:
     """Run every pipeline (each in its own process) and the yardsticks; return the report as a JSON-ready dict.
 
     In each round the three pipelines take turns window by window (:func:`run_round`), in an order that changes from
@@ -42,6 +43,8 @@ def bench(config: BenchConfig, rounds: int = 1, inference: bool = False) -> dict
     changing speed cancels out of them. Each pipeline's images/s is its median window in its median round; the sgemm
     rate is measured every round, and the sgemm fraction is the median of the rounds' values. Under ``bf16-mixed``
     the bf16 matrix-multiply rate is measured every round too, and B's fraction of it reported beside.
+
+    A line per round on stderr tells how far it got; ``quiet=False`` also shows the pipelines' own output.
     """
     names = list(PIPELINES)
     # Every order in turn, so that each pipeline follows each other one equally often (a pipeline's window can feel
@@ -51,8 +54,11 @@ def bench(config: BenchConfig, rounds: int = 1, inference: bool = False) -> dict
     paired: dict[str, list[float]] = {"ratio_vs_seed_style": [], "ratio_vs_bare_loop": []}
     bf16 = config.precision == "bf16-mixed"
     fractions, sgemm_rates, bf16_fractions, bf16_rates = [], [], [], []
+    letters = {"seed_style": "A", "ninlab": "B", "bare": "C"}
     for index in range(rounds):
-        results = run_round(list(orders[index % len(orders)]), config)
+        order = list(orders[index % len(orders)])
+        started = time.perf_counter()
+        results = run_round(order, config, quiet=quiet)
         sgemm_rates.append(matmul_flops_per_s(torch.float32))
         if bf16:
             bf16_rates.append(matmul_flops_per_s(torch.bfloat16))
@@ -63,6 +69,11 @@ def bench(config: BenchConfig, rounds: int = 1, inference: bool = False) -> dict
         paired["ratio_vs_seed_style"] += [rate_b / rate_a for rate_b, rate_a in zip(b, a, strict=True)]
         paired["ratio_vs_bare_loop"] += [rate_b / rate_c for rate_b, rate_c in zip(b, c, strict=True)]
         fractions.append(results["ninlab"].achieved_flops_per_s / sgemm_rates[-1])
+        rates = ", ".join(f"{letters[name]} {results[name].images_per_s:,.0f}" for name in names)
+        this_round = {key: statistics.median(values[-len(b) :]) for key, values in paired.items()}
+        print(f"round {index + 1}/{rounds} ({' '.join(letters[name] for name in order)}, "
+              f"{time.perf_counter() - started:.0f} s): images/s {rates}; B/A {this_round['ratio_vs_seed_style']:.2f}, "
+              f"B/C {this_round['ratio_vs_bare_loop']:.3f}", file=sys.stderr, flush=True)  # fmt: skip
     results = {name: _median_result(r) for name, r in runs.items()}
     ninlab = results["ninlab"]
     report = {
@@ -146,6 +157,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=PRECISIONS, default=defaults.precision,
                         help="B's and C's precision (A, spec 000's way, always trains in fp32)")  # fmt: skip
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
+    parser.add_argument("--show-output", action="store_true",
+                        help="show the pipelines' own output (Lightning's messages and progress bars)")  # fmt: skip
     parser.add_argument("--inference", action="store_true", help="also time inference in PyTorch and onnxruntime")
     parser.add_argument("--json", type=Path, help="also write the report to this JSON file")
 
@@ -161,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     config = BenchConfig(recipe=args.recipe, root=args.root, limit=args.limit, epochs=args.epochs, windows=args.windows,
                          precision=args.precision)  # fmt: skip
-    report = bench(config, rounds=args.rounds, inference=args.inference)
+    report = bench(config, rounds=args.rounds, inference=args.inference, quiet=not args.show_output)
     print(format_report(report))
     if args.json is not None:
         tmp = args.json.with_name(args.json.name + ".tmp")

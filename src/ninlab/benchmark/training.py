@@ -247,8 +247,25 @@ def run_pipeline(name: str, config: BenchConfig, turns: Turns | None = None) -> 
 _GO, _STOP = "go", "stop"
 
 
-def _worker(name: str, config: BenchConfig, conn: Connection) -> None:
+def _silence_output() -> None:
+    """Send this process's stdout and stderr (file descriptors 1 and 2) to the null device.
+
+    A pipeline's Lightning banners, warnings, model summary and progress bars would bury the benchmark's own report;
+    they are still produced (B's progress bar is part of the ``ninlab fit`` path being timed), just not shown.
+    Errors reach the parent through the pipe.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1)
+    os.dup2(null, 2)
+    os.close(null)
+
+
+def _worker(name: str, config: BenchConfig, conn: Connection, quiet: bool) -> None:
     """A pipeline's process: runs only while it has the turn, and reports back each time it hands the turn on."""
+    if quiet:
+        _silence_output()
 
     def wait() -> None:
         conn.send(("paused", None))
@@ -282,19 +299,20 @@ def _expect(name: str, process: multiprocessing.process.BaseProcess, conn: Conne
     return payload
 
 
-def run_round(names: list[str], config: BenchConfig) -> dict[str, PipelineResult]:
+def run_round(names: list[str], config: BenchConfig, quiet: bool = True) -> dict[str, PipelineResult]:
     """Run the pipelines ``names`` side by side, each in a fresh process, one at a time.
 
     Each process starts (imports) at once, then waits for its turn. The turns go round in the order of ``names``:
     each pipeline's warm-up up to its timed epoch, then window 1 of each, window 2 of each, and so on; last, each
     finishes and reports. No two pipelines ever compute at the same time, and a pipeline's stamps exclude its waits.
+    With ``quiet`` the pipelines' own output (Lightning's banners, warnings and progress bars) is discarded.
     """
     context = multiprocessing.get_context("spawn")
     workers = []
     try:
         for name in names:
             conn, child = context.Pipe()
-            process = context.Process(target=_worker, args=(name, config, child), name=f"ninlab-bench-{name}")
+            process = context.Process(target=_worker, args=(name, config, child, quiet), name=f"ninlab-bench-{name}")
             process.start()
             child.close()
             workers.append((name, process, conn))
