@@ -164,3 +164,13 @@ def test_gpu_step_bench_runs_on_the_cpu(real_data_dir, monkeypatch, capsys):
     assert row.startswith("| eager:bf16:2 |"), row
     with pytest.raises(Exception, match="expected MODE:PRECISION:BATCH"):
         bench.parse_variant("compile:fp16:128")
+
+
+def test_bare_loop_refuses_a_precision_it_cannot_mirror(real_data_dir):
+    """C mirrors B's precision; one it has no loop for is a one-line error, not a silently different comparison."""
+    from ninlab.benchmark.training import BenchConfig, run_pipeline
+    from ninlab.errors import ConfigError
+
+    config = BenchConfig(root=str(real_data_dir / "fashion-mnist"), limit=256, precision="bf16-true")
+    with pytest.raises(ConfigError, match=r"times 32-true or bf16-mixed training, .* trains in bf16-true; pass --prec"):
+        run_pipeline("bare", config)

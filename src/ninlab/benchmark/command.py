@@ -52,7 +52,6 @@ def bench(config: BenchConfig, rounds: int = 1, inference: bool = False, quiet: 
     orders = list(itertools.permutations(names))
     runs: dict[str, list[PipelineResult]] = {name: [] for name in names}
     paired: dict[str, list[float]] = {"ratio_vs_seed_style": [], "ratio_vs_bare_loop": []}
-    bf16 = config.precision == "bf16-mixed"
     fractions, sgemm_rates, bf16_fractions, bf16_rates = [], [], [], []
     letters = {"seed_style": "A", "ninlab": "B", "bare": "C"}
     for index in range(rounds):
@@ -60,6 +59,7 @@ def bench(config: BenchConfig, rounds: int = 1, inference: bool = False, quiet: 
         started = time.perf_counter()
         results = run_round(order, config, quiet=quiet)
         sgemm_rates.append(matmul_flops_per_s(torch.float32))
+        bf16 = results["ninlab"].precision == "bf16-mixed"
         if bf16:
             bf16_rates.append(matmul_flops_per_s(torch.bfloat16))
             bf16_fractions.append(results["ninlab"].achieved_flops_per_s / bf16_rates[-1])
@@ -155,7 +155,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="rounds of the three pipelines, each round in fresh processes; medians over all rounds reported",
     )
     parser.add_argument("--precision", choices=PRECISIONS, default=defaults.precision,
-                        help="B's and C's precision (A, spec 000's way, always trains in fp32)")  # fmt: skip
+                        help="B's and C's precision (default: the recipe's); A trains in fp32, "
+                        "as spec 000 does")  # fmt: skip
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
     parser.add_argument("--show-output", action="store_true",
                         help="show the pipelines' own output (Lightning's messages and progress bars)")  # fmt: skip

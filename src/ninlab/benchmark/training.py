@@ -10,8 +10,8 @@
 
 All three train on the CPU, also on a machine with a GPU: the bare loop is a CPU loop, and B/A and B/C compare like
 with like only on one device. ``benchmarks/gpu_step_bench.py`` and the GPU recipe's run summary measure the GPU.
-``precision`` (``32-true`` or ``bf16-mixed``) applies to B and C, the fast paths; A always trains in fp32, as spec
-000 does.
+B and C train in the recipe's precision or in ``precision`` (``32-true`` or ``bf16-mixed``), the fast paths; A always
+trains in fp32, as spec 000 does.
 
 Each pipeline trains ``epochs`` epochs on the first ``limit`` training images; the last epoch is timed (the earlier
 ones are warm-up) and cut into ``windows`` windows of steps. :func:`run_round` runs the pipelines side by side, each
@@ -45,6 +45,7 @@ from ninlab.benchmark.clock import StepClock, Turns, window_rates
 from ninlab.benchmark.rates import training_flops_per_image
 from ninlab.data import ImageDataModule
 from ninlab.data.sampler import ShardedBatchSampler
+from ninlab.errors import ConfigError
 from ninlab.host_allocator import freed_memory_kept, keep_freed_memory
 from ninlab.optim import build_optimizer
 from ninlab.system import NiNClassifier
@@ -63,8 +64,9 @@ class BenchConfig:
     epochs: int = 2
     windows: int = 5
     val_size: int = 512
-    precision: str = "32-true"
-    """B's and C's precision: ``32-true`` or ``bf16-mixed`` (autocast to bf16, as Lightning runs it on a CPU)."""
+    precision: str | None = None
+    """B's and C's precision, ``32-true`` or ``bf16-mixed`` (autocast to bf16, as Lightning runs it on a CPU); None:
+    the recipe's own."""
 
 
 PRECISIONS = ("32-true", "bf16-mixed")
@@ -95,12 +97,13 @@ class PipelineResult:
 def _recipe_cli(config: BenchConfig, workdir: str, callbacks: list) -> NinlabCLI:
     """The recipe as ``ninlab fit -c recipe`` builds it, on ``limit`` images, writing its run under ``workdir``."""
     args = ["--config", str(recipe_path(config.recipe)), f"--trainer.max_epochs={config.epochs}",
-            f"--trainer.precision={config.precision}",
             "--trainer.num_sanity_val_steps=0", f"--data.limit_train={config.limit}",
             f"--data.val_size={config.val_size}", f"--trainer.default_root_dir={workdir}",
             "--trainer.accelerator=cpu", "--trainer.devices=1"]  # fmt: skip
     if config.root is not None:
         args.append(f"--data.root={config.root}")
+    if config.precision is not None:
+        args.append(f"--trainer.precision={config.precision}")
     return NinlabCLI(NiNClassifier, ImageDataModule, args=args, run=False, trainer_defaults={"callbacks": callbacks},
                      save_config_kwargs={"overwrite": True}, auto_configure_optimizers=False)  # fmt: skip
 
@@ -190,7 +193,11 @@ def run_bare(config: BenchConfig, workdir: str, turns: Turns | None = None) -> P
     optimizer = build_optimizer(net, hparams.optimizer, lr=hparams.lr, weight_decay=hparams.weight_decay,
                                 momentum=hparams.momentum, nesterov=hparams.nesterov, betas=hparams.betas)  # fmt: skip
     sampler = ShardedBatchSampler(images, datamodule.batch_size, shuffle=True, seed=datamodule.seed)
-    bf16 = config.precision == "bf16-mixed"
+    precision = str(cli.trainer.precision)  # what B trains in: the recipe's or the one asked for
+    if precision not in PRECISIONS:
+        raise ConfigError(f"ninlab bench times {' or '.join(PRECISIONS)} training, but the recipe {config.recipe!r} "
+                          f"trains in {precision}; pass --precision")  # fmt: skip
+    bf16 = precision == "bf16-mixed"
     clock = StepClock(turns)
     for epoch in range(config.epochs):
         sampler.set_epoch(epoch)
@@ -206,7 +213,7 @@ def run_bare(config: BenchConfig, workdir: str, turns: Turns | None = None) -> P
             loss.backward()
             optimizer.step()
             clock.end_step(len(batch_images))
-    return _result("bare", clock, datamodule.batch_size, config, flops, config.precision)
+    return _result("bare", clock, datamodule.batch_size, config, flops, precision)
 
 
 PIPELINES = {"seed_style": run_seed_style, "ninlab": run_ninlab, "bare": run_bare}
