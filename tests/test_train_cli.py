@@ -161,25 +161,6 @@ def test_export_onnx_matches_pytorch(trained_run, tmp_path, capsys):
     assert json.loads(metadata["class_names"])[1] == "Trouser"
 
 
-def test_export_hides_only_the_exporters_irrelevant_messages():
-    """torchvision's missing detection ops and Lightning's pytree deprecation are hidden; other warnings are not."""
-    import logging
-    import warnings
-
-    from ninlab.export import _quiet_exporter
-
-    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
-    before = registration.level
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        with _quiet_exporter():
-            assert not registration.isEnabledFor(logging.WARNING)
-            warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated", FutureWarning, stacklevel=1)
-            warnings.warn("something else", FutureWarning, stacklevel=1)
-    assert [str(w.message) for w in caught] == ["something else"]
-    assert registration.level == before
-
-
 def test_export_leaves_no_file_when_onnxruntime_disagrees(trained_run, tmp_path, monkeypatch):
     class Skewed(onnxruntime.InferenceSession):
         def run(self, *args, **kwargs):

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 from ninlab.errors import NinlabError
 from ninlab.host_allocator import keep_freed_memory
+from ninlab.library_messages import hide_irrelevant_library_messages
 
 __all__ = ["main"]
 
@@ -57,6 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     verbose = "--verbose" in argv
     keep_freed_memory()  # ~1.2x faster CPU training steps; see ninlab.host_allocator
+    hide_irrelevant_library_messages()  # Lightning's advertising tips, torch.onnx's torchvision notes
     try:
         lightning_argv = [arg for arg in argv if arg != "--verbose"]
         if lightning_argv and lightning_argv[0] in _LIGHTNING_COMMANDS:

@@ -10,13 +10,9 @@ normalisation go into the ONNX metadata, so the file is self-describing. The wri
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import logging
 import os
 import tempfile
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -28,25 +24,6 @@ from ninlab.errors import CheckpointError, ConfigError
 from ninlab.system import NiNClassifier
 
 __all__ = ["add_arguments", "export_onnx", "run"]
-
-
-@contextlib.contextmanager
-def _quiet_exporter() -> Iterator[None]:
-    """Hide the ONNX exporter's messages that say nothing about this export.
-
-    torch.onnx warns, once per operator, that torchvision's detection ops cannot be registered without torchvision
-    (ninlab never uses them), and Lightning's pytree helper raises a deprecation warning while the model is traced.
-    Everything else (errors, other warnings) still shows.
-    """
-    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
-    level = registration.level
-    registration.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
-            yield
-    finally:
-        registration.setLevel(level)
 
 
 def export_onnx(model: NiNClassifier, output: str | Path, *, opset: int = 18, atol: float = 1e-4) -> float:
@@ -71,10 +48,8 @@ def export_onnx(model: NiNClassifier, output: str | Path, *, opset: int = 18, at
         tmp = Path(tmp_name)
         try:
             dynamic = {"x": {0: torch.export.Dim("batch")}}
-            with _quiet_exporter():
-                program = torch.onnx.export(model, (example,), dynamo=True, opset_version=opset,
-                                            input_names=["images"], output_names=["logits"], dynamic_shapes=dynamic,
-                                            verbose=False)  # fmt: skip
+            program = torch.onnx.export(model, (example,), dynamo=True, opset_version=opset, input_names=["images"],
+                                        output_names=["logits"], dynamic_shapes=dynamic, verbose=False)  # fmt: skip
             program.save(str(tmp))
             proto = onnx.load(str(tmp))
             metadata = {"class_names": json.dumps(model.class_names), "input_size": json.dumps([c, h, w]),
