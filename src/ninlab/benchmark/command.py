@@ -30,6 +30,10 @@ from ninlab.errors import ConfigError
 __all__ = ["add_arguments", "bench", "format_report", "run"]
 
 
+_LETTERS = {"seed_style": "A", "ninlab": "B", "bare": "C"}
+"""The pipelines' letters in the printed report: A seed-style, B ninlab fit, C bare loop."""
+
+
 def _median_result(runs: list[PipelineResult]) -> PipelineResult:
     return sorted(runs, key=lambda r: r.images_per_s)[len(runs) // 2]
 
@@ -53,7 +57,6 @@ def bench(config: BenchConfig, rounds: int = 1, inference: bool = False, quiet: 
     runs: dict[str, list[PipelineResult]] = {name: [] for name in names}
     paired: dict[str, list[float]] = {"ratio_vs_seed_style": [], "ratio_vs_bare_loop": []}
     fractions, sgemm_rates, bf16_fractions, bf16_rates = [], [], [], []
-    letters = {"seed_style": "A", "ninlab": "B", "bare": "C"}
     for index in range(rounds):
         order = list(orders[index % len(orders)])
         started = time.perf_counter()
@@ -69,9 +72,9 @@ def bench(config: BenchConfig, rounds: int = 1, inference: bool = False, quiet: 
         paired["ratio_vs_seed_style"] += [rate_b / rate_a for rate_b, rate_a in zip(b, a, strict=True)]
         paired["ratio_vs_bare_loop"] += [rate_b / rate_c for rate_b, rate_c in zip(b, c, strict=True)]
         fractions.append(results["ninlab"].achieved_flops_per_s / sgemm_rates[-1])
-        rates = ", ".join(f"{letters[name]} {results[name].images_per_s:,.0f}" for name in names)
+        rates = ", ".join(f"{_LETTERS[name]} {results[name].images_per_s:,.0f}" for name in names)
         this_round = {key: statistics.median(values[-len(b) :]) for key, values in paired.items()}
-        print(f"round {index + 1}/{rounds} ({' '.join(letters[name] for name in order)}, "
+        print(f"round {index + 1}/{rounds} ({' '.join(_LETTERS[name] for name in order)}, "
               f"{time.perf_counter() - started:.0f} s): images/s {rates}; B/A {this_round['ratio_vs_seed_style']:.2f}, "
               f"B/C {this_round['ratio_vs_bare_loop']:.3f}", file=sys.stderr, flush=True)  # fmt: skip
     results = {name: _median_result(r) for name, r in runs.items()}
@@ -110,10 +113,10 @@ def bench(config: BenchConfig, rounds: int = 1, inference: bool = False, quiet: 
 
 def format_report(report: dict) -> str:
     """The report as a short plain-text table."""
-    names = {"seed_style": "A seed-style (per-sample Dataset, NCHW)", "ninlab": "B ninlab fit",
-             "bare": "C bare PyTorch loop"}  # fmt: skip
+    names = {"seed_style": "seed-style (per-sample Dataset, NCHW)", "ninlab": "ninlab fit", "bare": "bare PyTorch loop"}
     lines = [f"{'pipeline':<42}{'img/s (median)':>15}{'epoch img/s':>13}{'peak RSS MB':>13}  precision  allocator"]
-    for key, label in names.items():
+    for key, description in names.items():
+        label = f"{_LETTERS[key]} {description}"
         allocator = "keeps freed memory" if report["keeps_freed_memory"][key] else "default"
         lines.append(f"{label:<42}{report['images_per_s'][key]:>15,.1f}{report['epoch_images_per_s'][key]:>13,.1f}"
                      f"{report['peak_rss_mb'][key]:>13,.0f}  {report['precision'][key]:<9}  {allocator}")  # fmt: skip
