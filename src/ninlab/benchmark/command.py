@@ -146,11 +146,24 @@ def format_report(report: dict) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``ninlab bench``."""
     defaults = BenchConfig()
-    parser.add_argument("--recipe", default=defaults.recipe, help="recipe whose model, optimiser and data to time")
+    parser.add_argument(
+        "--recipe",
+        default=defaults.recipe,
+        help="recipe whose model, optimiser and data to time (default: %(default)s)",
+    )
     parser.add_argument("--data.root", dest="root", help="where the dataset files are (default: ninlab's search)")
-    parser.add_argument("--limit", type=int, default=defaults.limit, help="training images per epoch")
-    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="epochs; all but the last are warm-up")
-    parser.add_argument("--windows", type=int, default=defaults.windows, help="timed windows in the last epoch")
+    parser.add_argument(
+        "--limit", type=int, default=defaults.limit, help="training images per epoch (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=defaults.epochs,
+        help="epochs; all but the last are warm-up (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--windows", type=int, default=defaults.windows, help="timed windows in the last epoch (default: %(default)s)"
+    )
     parser.add_argument(
         "--rounds",
         type=int,
