@@ -174,3 +174,23 @@ def test_bare_loop_refuses_a_precision_it_cannot_mirror(real_data_dir):
     config = BenchConfig(root=str(real_data_dir / "fashion-mnist"), limit=256, precision="bf16-true")
     with pytest.raises(ConfigError, match=r"times 32-true or bf16-mixed training, .* trains in bf16-true; pass --prec"):
         run_pipeline("bare", config)
+
+
+def test_bare_loop_steps_the_recipes_lr_schedule(real_data_dir, monkeypatch):
+    """C trains as B does: the recipe's one-cycle schedule, stepped after every optimiser step, ending near lr 0."""
+    from ninlab.benchmark.training import BenchConfig, run_pipeline
+
+    lrs = []
+    real_step = torch.optim.lr_scheduler.LambdaLR.step
+
+    def step(self, *args, **kwargs):
+        real_step(self, *args, **kwargs)
+        lrs.append(self.get_last_lr()[0])
+
+    monkeypatch.setattr(torch.optim.lr_scheduler.LambdaLR, "step", step)
+    config = BenchConfig(root=str(real_data_dir / "fashion-mnist"), limit=1280, epochs=2, windows=2, val_size=128)
+    run_pipeline("bare", config)
+    steps = 2 * 1280 // 128
+    assert len(lrs) == steps + 1  # LambdaLR steps once when it is built, then once per optimiser step
+    peak = max(lrs)
+    assert peak == pytest.approx(0.2, rel=0.05) and lrs[0] < peak / 10 and lrs[-1] < peak / 100

@@ -251,17 +251,26 @@ class NiNClassifier(LightningModule):
                                   "pass the run's own config (-c runs/.../config.yaml) or a checkpoint of this "
                                   "model and data")  # fmt: skip
 
-    def configure_optimizers(self) -> dict[str, Any]:
-        """The optimiser and a per-step lr schedule sized from the trainer's total number of optimiser steps."""
+    def build_optimization(
+        self, total_steps: int, steps_per_epoch: float
+    ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler | None]:
+        """The hyperparameters' optimiser and per-step lr schedule (None: constant lr) for a run of ``total_steps``.
+
+        What :meth:`configure_optimizers` hands Lightning; a plain PyTorch loop calls it to train the same way.
+        """
         hp = self.hparams
         optimizer = build_optimizer(self.net, hp.optimizer, lr=hp.lr, weight_decay=hp.weight_decay,
                                     momentum=hp.momentum, nesterov=hp.nesterov, betas=hp.betas)  # fmt: skip
-        total_steps = int(self.trainer.estimated_stepping_batches)
-        epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
-        steps_per_epoch = total_steps / epochs
         scheduler = build_scheduler(optimizer, hp.schedule, total_steps=total_steps, steps_per_epoch=steps_per_epoch,
                                     warmup_epochs=hp.warmup_epochs, step_epochs=hp.step_epochs or (), gamma=hp.gamma,
                                     min_lr_ratio=hp.min_lr_ratio)  # fmt: skip
+        return optimizer, scheduler
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        """The optimiser and a per-step lr schedule sized from the trainer's total number of optimiser steps."""
+        total_steps = int(self.trainer.estimated_stepping_batches)
+        epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
+        optimizer, scheduler = self.build_optimization(total_steps, total_steps / epochs)
         if scheduler is None:
             return {"optimizer": optimizer}
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -5,8 +5,8 @@
   NCHW tensors, driving ninlab's LightningModule.
 * ``ninlab`` (B): the ``ninlab fit`` path: the recipe's LightningCLI configuration with ninlab's callbacks and
   loggers (uint8 data in memory, batched augmentation and normalisation on the device, channels-last).
-* ``bare`` (C): a plain PyTorch loop over the same in-memory tensors with the same model, optimiser, augmentation and
-  normalisation as B and nothing else: the floor that B's bookkeeping is measured against.
+* ``bare`` (C): a plain PyTorch loop over the same in-memory tensors with the same model, optimiser, lr schedule,
+  augmentation and normalisation as B and nothing else: the floor that B's bookkeeping is measured against.
 
 All three train on the CPU, also on a machine with a GPU: the bare loop is a CPU loop, and B/A and B/C compare like
 with like only on one device. ``benchmarks/gpu_step_bench.py`` and the GPU recipe's run summary measure the GPU.
@@ -47,7 +47,6 @@ from ninlab.data import ImageDataModule
 from ninlab.data.sampler import ShardedBatchSampler
 from ninlab.errors import ConfigError
 from ninlab.host_allocator import freed_memory_kept, keep_freed_memory
-from ninlab.optim import build_optimizer
 from ninlab.system import NiNClassifier
 from ninlab.train_cli import RUN_DIR_ENV, NinlabCLI, recipe_path, training_callbacks
 
@@ -179,7 +178,8 @@ def run_seed_style(config: BenchConfig, workdir: str, turns: Turns | None = None
 
 
 def run_bare(config: BenchConfig, workdir: str, turns: Turns | None = None) -> PipelineResult:
-    """C: a plain loop: slice a uint8 batch, augment and normalise it as B does, forward, backward, step.
+    """C: a plain loop: slice a uint8 batch, augment and normalise it as B does, forward, backward, step the
+    optimiser and the lr schedule (the recipe's, as B's ``configure_optimizers`` builds them).
 
     Under ``bf16-mixed`` the forward runs in ``torch.autocast`` as Lightning's precision plugin runs B's, and the
     logits go to fp32 before the loss, as in :class:`NiNClassifier`.
@@ -190,9 +190,8 @@ def run_bare(config: BenchConfig, workdir: str, turns: Turns | None = None) -> P
     images, labels = datamodule.train_tensors
     net = cli.model.net.train()
     flops = training_flops_per_image(net, datamodule.input_size)
-    optimizer = build_optimizer(net, hparams.optimizer, lr=hparams.lr, weight_decay=hparams.weight_decay,
-                                momentum=hparams.momentum, nesterov=hparams.nesterov, betas=hparams.betas)  # fmt: skip
     sampler = ShardedBatchSampler(images, datamodule.batch_size, shuffle=True, seed=datamodule.seed)
+    optimizer, scheduler = cli.model.build_optimization(config.epochs * len(sampler), len(sampler))
     precision = str(cli.trainer.precision)  # what B trains in: the recipe's or the one asked for
     if precision not in PRECISIONS:
         raise ConfigError(f"ninlab bench times {' or '.join(PRECISIONS)} training, but the recipe {config.recipe!r} "
@@ -212,6 +211,8 @@ def run_bare(config: BenchConfig, workdir: str, turns: Turns | None = None) -> P
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
             clock.end_step(len(batch_images))
     return _result("bare", clock, datamodule.batch_size, config, flops, precision)
 
