@@ -194,3 +194,24 @@ def test_bare_loop_steps_the_recipes_lr_schedule(real_data_dir, monkeypatch):
     assert len(lrs) == steps + 1  # LambdaLR steps once when it is built, then once per optimiser step
     peak = max(lrs)
     assert peak == pytest.approx(0.2, rel=0.05) and lrs[0] < peak / 10 and lrs[-1] < peak / 100
+
+
+def test_recipe_model_discards_what_lightning_prints(real_data_dir):
+    """`--inference` builds the recipe's model in the parent: its seed, device and CLI messages stay off the report."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from ninlab.benchmark.training import BenchConfig, recipe_model\n"
+        f"config = BenchConfig(root={str(real_data_dir / 'fashion-mnist')!r}, limit=256)\n"
+        "assert recipe_model(config).net.num_classes == 10\n"
+        "print('MARK', flush=True)\n"
+        "print('MARK', file=sys.stderr, flush=True)\n"
+        "recipe_model(config, quiet=False)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    quiet_out, loud_out = done.stdout.split("MARK\n")
+    quiet_err, loud_err = done.stderr.split("MARK\n")
+    assert (quiet_out, quiet_err) == ("", "")
+    assert "Seed set to 0" in loud_out + loud_err

@@ -107,7 +107,7 @@ def bench(config: BenchConfig, rounds: int = 1, inference: bool = False, quiet: 
     if inference:
         from ninlab.benchmark.inference import inference_speed  # onnx export is slow to import; only when asked
 
-        report["inference"] = inference_speed(recipe_model(config))
+        report["inference"] = inference_speed(recipe_model(config, quiet=quiet))
     return report
 
 

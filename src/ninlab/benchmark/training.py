@@ -233,9 +233,12 @@ def _scratch_dir() -> Iterator[str]:
             os.environ.pop(RUN_DIR_ENV, None)
 
 
-def recipe_model(config: BenchConfig) -> NiNClassifier:
-    """The recipe's classifier (untrained), as ``ninlab fit`` would build it for the recipe's data."""
-    with _scratch_dir() as workdir:
+def recipe_model(config: BenchConfig, quiet: bool = True) -> NiNClassifier:
+    """The recipe's classifier (untrained), as ``ninlab fit`` would build it for the recipe's data.
+
+    With ``quiet`` what Lightning prints while building it (seed, devices, warnings) is discarded.
+    """
+    with _scratch_dir() as workdir, _output_discarded(quiet):
         return _recipe_cli(config, workdir, []).model
 
 
@@ -255,25 +258,36 @@ def run_pipeline(name: str, config: BenchConfig, turns: Turns | None = None) -> 
 _GO, _STOP = "go", "stop"
 
 
-def _silence_output() -> None:
-    """Send this process's stdout and stderr (file descriptors 1 and 2) to the null device.
+@contextlib.contextmanager
+def _output_discarded(discard: bool = True) -> Iterator[None]:
+    """Send this process's stdout and stderr (file descriptors 1 and 2) to the null device while inside.
 
-    A pipeline's Lightning banners, warnings, model summary and progress bars would bury the benchmark's own report;
-    they are still produced (B's progress bar is part of the ``ninlab fit`` path being timed), just not shown.
-    Errors reach the parent through the pipe.
+    Building and training a recipe prints Lightning's banners, warnings, model summary and progress bars, which would
+    bury the benchmark's own report; they are still produced (B's progress bar is part of the ``ninlab fit`` path
+    being timed), just not shown. Exceptions still propagate: a pipeline's reach the parent through the pipe.
     """
+    if not discard:
+        yield
+        return
     sys.stdout.flush()
     sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
     null = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(null, 1)
-    os.dup2(null, 2)
-    os.close(null)
+    try:
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (null, *saved):
+            os.close(fd)
 
 
 def _worker(name: str, config: BenchConfig, conn: Connection, quiet: bool) -> None:
     """A pipeline's process: runs only while it has the turn, and reports back each time it hands the turn on."""
-    if quiet:
-        _silence_output()
 
     def wait() -> None:
         conn.send(("paused", None))
@@ -284,7 +298,9 @@ def _worker(name: str, config: BenchConfig, conn: Connection, quiet: bool) -> No
         if conn.recv() != _GO:
             return
         turns = Turns(epoch=config.epochs - 1, windows=config.windows, wait=wait)
-        conn.send(("result", asdict(run_pipeline(name, config, turns))))
+        with _output_discarded(quiet):
+            result = run_pipeline(name, config, turns)
+        conn.send(("result", asdict(result)))
     except Exception as error:  # raised again in the parent, so ninlab's own errors stay one-line user errors
         try:
             conn.send(("error", error))
