@@ -3,6 +3,7 @@
 import csv
 import gzip
 import json
+import logging
 import os
 import pickle
 import struct
@@ -20,6 +21,7 @@ from ninlab.checkpoint import load_classifier
 from ninlab.cli import main
 from ninlab.errors import CheckpointError
 from ninlab.export import export_onnx
+from ninlab.train_cli import BF16_HINT
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted(p.stem for p in (ROOT / "configs").glob("*.yaml"))
@@ -280,3 +282,15 @@ def test_default_recipe_learns_real_fashion_mnist(real_data_dir, tmp_path, capsy
     summary = json.loads((_only_run(tmp_path) / "summary.json").read_text())
     assert summary["test_images"] == 10_000
     assert summary["test_acc"] >= 0.80, summary
+
+
+@pytest.mark.parametrize(("native", "precision", "hinted"), [(True, "32-true", True), (False, "32-true", False),
+                                                             (True, "bf16-mixed", False)])  # fmt: skip
+def test_fp32_fit_on_a_cpu_with_bf16_instructions_points_to_bf16_mixed(native, precision, hinted, data_root, tmp_path,
+                                                                       monkeypatch, caplog):  # fmt: skip
+    monkeypatch.setattr("ninlab.train_cli.cpu_has_native_bf16", lambda: native)
+    args = _fit_args(data_root, tmp_path, "--trainer.fast_dev_run", "1", "--trainer.precision", precision)
+    with caplog.at_level(logging.INFO):
+        assert main(args) == 0
+    assert "GPU available: False, used: False" in caplog.messages  # Lightning's own lines are seen here too
+    assert (BF16_HINT in caplog.messages) == hinted

@@ -32,6 +32,7 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor, TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from ninlab.callbacks import (
@@ -45,6 +46,7 @@ from ninlab.callbacks import (
 )
 from ninlab.checkpoint_io import SafeCheckpointIO, read_checkpoint
 from ninlab.data import ImageDataModule
+from ninlab.environment import cpu_has_native_bf16
 from ninlab.errors import CheckpointError, ConfigError, NinlabError, TrainingError
 from ninlab.system import NiNClassifier
 
@@ -63,6 +65,8 @@ SUBCOMMANDS = ("fit", "validate", "test", "predict")
 DEFAULT_RECIPE = "fast_fashion_mnist"
 _DEFAULT_ROOT = "runs"
 RUN_DIR_ENV = "NINLAB_RUN_DIR"
+BF16_HINT = ("This CPU multiplies bf16 natively (AVX512-BF16 or AMX): `--trainer.precision bf16-mixed` trains faster "
+             "here (the default recipe: 1.3x, to the same accuracy; docs/benchmarks.md)")  # fmt: skip
 """Environment variable naming the run directory; set, it is used as is (DDP's extra processes inherit it)."""
 
 
@@ -185,6 +189,12 @@ class NinlabCLI(LightningCLI):
         if type(bar) is TQDMProgressBar and not any(bar is c for c in configured):  # Lightning's default bar
             trainer.callbacks[trainer.callbacks.index(bar)] = RunProgressBar()
         return trainer
+
+    def before_fit(self) -> None:
+        """Point to bf16-mixed when a run trains in fp32 on a CPU with bf16 instructions, once, before it starts."""
+        trainer = self.trainer
+        if trainer.strategy.root_device.type == "cpu" and str(trainer.precision) == "32-true" and cpu_has_native_bf16():
+            rank_zero_info(BF16_HINT)
 
     def after_fit(self) -> None:
         """Test the best checkpoint (the last weights under ``fast_dev_run``) and print the test accuracy."""
