@@ -65,9 +65,10 @@ SUBCOMMANDS = ("fit", "validate", "test", "predict")
 DEFAULT_RECIPE = "fast_fashion_mnist"
 _DEFAULT_ROOT = "runs"
 RUN_DIR_ENV = "NINLAB_RUN_DIR"
+"""Environment variable naming the run directory; set, it is used as is (DDP's extra processes inherit it)."""
 BF16_HINT = ("This CPU multiplies bf16 natively (AVX512-BF16 or AMX): `--trainer.precision bf16-mixed` trains faster "
              "here (the default recipe: 1.3x, to the same accuracy; docs/benchmarks.md)")  # fmt: skip
-"""Environment variable naming the run directory; set, it is used as is (DDP's extra processes inherit it)."""
+"""The line ``ninlab fit`` logs before an fp32 run on a CPU with bf16 instructions."""
 
 
 def recipe_path(name: str) -> Path:
