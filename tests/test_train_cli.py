@@ -15,6 +15,7 @@ import numpy as np
 import onnxruntime
 import pytest
 import torch
+from lightning.pytorch.trainer.connectors import callback_connector
 from PIL import Image
 
 from ninlab.checkpoint import load_classifier
@@ -84,7 +85,7 @@ def trained_run(data_root, tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("recipe", RECIPES)
-def test_every_recipe_runs_fast_dev_run(recipe, data_root, tmp_path):
+def test_every_recipe_runs_fast_dev_run(recipe, data_root, tmp_path, monkeypatch):
     assert {"d2l_fashion_mnist", "fast_fashion_mnist", "gpu_fashion_mnist", "lightning_cifar10", "long_fashion_mnist",
             "paper_cifar10"} <= set(RECIPES)  # fmt: skip
     args = _fit_args(data_root, tmp_path, "--trainer.fast_dev_run", "1")
@@ -92,7 +93,10 @@ def test_every_recipe_runs_fast_dev_run(recipe, data_root, tmp_path):
         # bf16-mixed and device-resident data run as configured; bf16 is emulated (slow) on a CPU, so at 96x96 rather
         # than 224x224 (nin_d2l takes >= 67x67); compile is tested in test_gpu_path.py.
         args += ["--model.compile", "false", "--data.image_size", "96"]
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)  # restored afterwards
     assert main([args[0], "-c", str(ROOT / "configs" / f"{recipe}.yaml"), *args[1:]]) == 0
+    # The GPU recipe lets cuDNN pick its convolution algorithms by timing them (trainer.benchmark).
+    assert torch.backends.cudnn.benchmark == (recipe == "gpu_fashion_mnist")
     summary = json.loads((_only_run(tmp_path) / "summary.json").read_text())
     assert summary["test_images"] > 0 and 0 <= summary["test_acc"] <= 1
 
@@ -248,8 +252,16 @@ def test_ddp_on_cpu_shares_one_run_directory_and_shards_the_data(data_root, tmp_
         assert set(seen[0]) | set(seen[1]) == set(range(train_size))
 
 
-@pytest.mark.parametrize("user_bar", [None, "flag", "config"])
-def test_progress_bar_shows_running_loss_and_rate_unless_the_user_configures_one(user_bar, data_root, tmp_path, capsys):
+@pytest.mark.parametrize("rich_installed", [False, True], ids=["tqdm-default", "rich-default"])
+@pytest.mark.parametrize("user_bar", [None, "flag", "config", "rich-flag"])
+def test_progress_bar_shows_running_loss_and_rate_unless_the_user_configures_one(
+    user_bar, rich_installed, data_root, tmp_path, capsys, monkeypatch
+):
+    # Lightning's default bar is its RichProgressBar where rich is installed, else its TQDMProgressBar: ninlab's
+    # bar replaces either, never one the user asked for.
+    if rich_installed or user_bar == "rich-flag":
+        pytest.importorskip("rich")
+    monkeypatch.setattr(callback_connector, "_RICH_AVAILABLE", rich_installed or user_bar == "rich-flag")
     args = ["fit", "--data.root", str(data_root), "--data.val_size", "16", "--data.batch_size", "16",
             "--trainer.default_root_dir", str(tmp_path / "runs"), "--trainer.max_epochs", "1",
             "--trainer.enable_model_summary", "false"]  # fmt: skip
@@ -259,8 +271,13 @@ def test_progress_bar_shows_running_loss_and_rate_unless_the_user_configures_one
         config = tmp_path / "bar.yaml"
         config.write_text("trainer:\n  callbacks:\n    class_path: lightning.pytorch.callbacks.TQDMProgressBar\n")
         args[1:1] = ["-c", str(ROOT / "configs" / "fast_fashion_mnist.yaml"), "-c", str(config)]
+    elif user_bar == "rich-flag":
+        args += ["--trainer.callbacks+=lightning.pytorch.callbacks.RichProgressBar"]
     assert main(args) == 0
     bar = capsys.readouterr().out.replace("\r", "\n")  # Lightning's bars write to stdout
+    if user_bar == "rich-flag":  # the user's rich bar stays: it draws boxes, not tqdm's percentages
+        assert "Epoch 0/0" in bar and "Epoch 0: 100%" not in bar, bar[-2000:]
+        return
     epoch_lines = [line for line in bar.splitlines() if line.startswith("Epoch 0: 100%")]
     assert epoch_lines, bar[-2000:]
     # ninlab's bar reads the loss and images/s without LightningModule.log; Lightning's shows neither.

@@ -29,7 +29,7 @@ from pathlib import Path
 from jsonargparse import ArgumentError, Namespace
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import LearningRateMonitor, TQDMProgressBar
+from lightning.pytorch.callbacks import LearningRateMonitor, RichProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
@@ -187,7 +187,9 @@ class NinlabCLI(LightningCLI):
         bar = trainer.progress_bar_callback
         configured = self._get(self.config_init, "trainer", default={}).get("callbacks") or []
         configured = configured if isinstance(configured, list) else [configured]  # a config may give just one
-        if type(bar) is TQDMProgressBar and not any(bar is c for c in configured):  # Lightning's default bar
+        # Lightning's default bar is its rich bar where `rich` is installed, else its tqdm bar; either redraws after
+        # every batch (on a GPU, host time the next step's launches wait for) and shows no running loss.
+        if type(bar) in (TQDMProgressBar, RichProgressBar) and not any(bar is c for c in configured):
             trainer.callbacks[trainer.callbacks.index(bar)] = RunProgressBar()
         return trainer
 
