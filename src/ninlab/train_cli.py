@@ -187,8 +187,8 @@ class NinlabCLI(LightningCLI):
         bar = trainer.progress_bar_callback
         configured = self._get(self.config_init, "trainer", default={}).get("callbacks") or []
         configured = configured if isinstance(configured, list) else [configured]  # a config may give just one
-        # Lightning's default bar is its rich bar where `rich` is installed, else its tqdm bar; either redraws after
-        # every batch (on a GPU, host time the next step's launches wait for) and shows no running loss.
+        # Lightning's default bar is its RichProgressBar where `rich` is installed, else its TQDMProgressBar; ninlab's
+        # bar replaces either (neither shows the running loss or images/s), never one the user configured.
         if type(bar) in (TQDMProgressBar, RichProgressBar) and not any(bar is c for c in configured):
             trainer.callbacks[trainer.callbacks.index(bar)] = RunProgressBar()
         return trainer
