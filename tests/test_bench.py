@@ -3,6 +3,8 @@
 import importlib.util
 import itertools
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -198,9 +200,6 @@ def test_bare_loop_steps_the_recipes_lr_schedule(real_data_dir, monkeypatch):
 
 def test_recipe_model_discards_what_lightning_prints(real_data_dir):
     """`--inference` builds the recipe's model in the parent: its seed, device and CLI messages stay off the report."""
-    import subprocess
-    import sys
-
     code = (
         "import sys\n"
         "from ninlab.benchmark.training import BenchConfig, recipe_model\n"
