@@ -193,3 +193,19 @@ def test_flip_averaging_and_probabilities():
         probs = model.predict_step((x, torch.zeros(3)), 0)
     torch.testing.assert_close(probs.sum(1), torch.ones(3))
     assert math.isclose(float(probs.max()), float(expected.softmax(1).max()), rel_tol=1e-6)
+
+
+def test_hook_name_bookkeeping_bypasses_module_registration_and_nothing_else():
+    # Lightning sets `_current_fx_name` around every hook; it is stored as a plain attribute, while parameters,
+    # buffers and submodules assigned to the classifier are registered as nn.Module registers them.
+    model = NiNClassifier(num_classes=10)
+    model._current_fx_name = "training_step"
+    assert model.__dict__["_current_fx_name"] == "training_step"
+    model.extra_scale = torch.nn.Parameter(torch.ones(1))
+    model.extra_head = torch.nn.Linear(2, 2)
+    model.register_buffer("extra_count", torch.zeros(1))
+    model.extra_count = torch.ones(1)
+    names = {name for name, _ in model.named_parameters()}
+    assert {"extra_scale", "extra_head.weight", "extra_head.bias"} <= names
+    assert "extra_count" in dict(model.named_buffers()) and model.extra_count.item() == 1.0
+    assert "extra_scale" not in model.__dict__ and "extra_head" not in model.__dict__

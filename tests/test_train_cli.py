@@ -15,6 +15,7 @@ import numpy as np
 import onnxruntime
 import pytest
 import torch
+from lightning.pytorch.profilers import SimpleProfiler
 from lightning.pytorch.trainer.connectors import callback_connector
 from PIL import Image
 
@@ -22,7 +23,8 @@ from ninlab.checkpoint import load_classifier
 from ninlab.cli import main
 from ninlab.errors import CheckpointError
 from ninlab.export import export_onnx
-from ninlab.train_cli import BF16_HINT
+from ninlab.null_profiler import NullProfiler
+from ninlab.train_cli import BF16_HINT, NinlabCLI
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted(p.stem for p in (ROOT / "configs").glob("*.yaml"))
@@ -284,6 +286,27 @@ def test_progress_bar_shows_running_loss_and_rate_unless_the_user_configures_one
     assert epoch_lines, bar[-2000:]
     # ninlab's bar reads the loss and images/s without LightningModule.log; Lightning's shows neither.
     assert ("loss=" in epoch_lines[-1] and "img/s=" in epoch_lines[-1]) == (user_bar is None)
+
+
+@pytest.mark.parametrize(("flag", "expected"), [(None, NullProfiler), ("simple", SimpleProfiler)])
+def test_hooks_are_profiled_only_when_a_profiler_is_asked_for(flag, expected, data_root, tmp_path, monkeypatch,
+                                                              caplog):  # fmt: skip
+    # Lightning wraps every hook call in trainer.profiler.profile(): by default ninlab's NullProfiler, whose calls
+    # cost next to nothing; a profiler the user names replaces it and reports as usual.
+    seen = []
+    monkeypatch.setattr(NinlabCLI, "before_fit", lambda cli: seen.append(cli.trainer.profiler))
+    extra = [] if flag is None else ["--trainer.profiler", flag]
+    with caplog.at_level(logging.INFO):
+        assert main(_fit_args(data_root, tmp_path, "--trainer.fast_dev_run", "1", *extra)) == 0
+    assert [type(profiler) for profiler in seen] == [expected]
+    assert any("Profiler Report" in message for message in caplog.messages) == (flag is not None)
+
+
+def test_null_profiler_contexts_nest_and_record_nothing():
+    profiler = NullProfiler()
+    with profiler.profile("[Callback]outer.on_train_batch_end"), profiler.profile("[LightningModule]inner"):
+        pass
+    assert profiler.summary() == ""
 
 
 def test_resume_last_without_a_previous_run_is_one_line(tmp_path, capsys):

@@ -171,6 +171,15 @@ class NiNClassifier(LightningModule):
         """Class names from the training data, or ``"0"``, ``"1"``... when none were stored."""
         return list(self.hparams.class_names or map(str, range(self.num_classes)))
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Lightning sets `_current_fx_name` before and after every hook it calls, ~43 times a training step.
+        # nn.Module's __setattr__ first checks whether the value is a parameter, buffer or submodule (~1.4 us a call
+        # on a 2-core CPU, against ~0.15 us for a plain attribute): ~55 us a step, 0.2% of the default bf16 step.
+        if name == "_current_fx_name":
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (B, num_classes) of a normalised batch (B, C, H, W); mirror-averaged when ``tta_flip`` and eval."""
         logits = self.net(x)

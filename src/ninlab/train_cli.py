@@ -48,6 +48,7 @@ from ninlab.checkpoint_io import SafeCheckpointIO, read_checkpoint
 from ninlab.data import ImageDataModule
 from ninlab.environment import cpu_has_native_bf16
 from ninlab.errors import CheckpointError, ConfigError, NinlabError, TrainingError
+from ninlab.null_profiler import NullProfiler
 from ninlab.system import NiNClassifier
 
 __all__ = [
@@ -178,6 +179,8 @@ class NinlabCLI(LightningCLI):
         kwargs.setdefault("default_root_dir", run_dir)
         if config.trainer.logger in (None, True):
             kwargs.setdefault("logger", _loggers(Path(run_dir)))
+        if config.trainer.profiler is None:
+            kwargs.setdefault("profiler", NullProfiler())
         try:
             trainer = super().instantiate_trainer(**kwargs)
         except MisconfigurationException as error:  # contradictory trainer flags
