@@ -14,13 +14,12 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from torch import nn
-from torchmetrics import MeanMetric, MetricCollection
-from torchmetrics.classification import MulticlassAccuracy
 
 from ninlab.errors import CheckpointError, ConfigError
 from ninlab.init import init_weights
 from ninlab.optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_scheduler, check_choice
 from ninlab.registry import create_model
+from ninlab.tally import EpochTally
 
 __all__ = ["SPLITS", "NiNClassifier"]
 
@@ -112,20 +111,12 @@ class NiNClassifier(LightningModule):
         init_weights(self.net, init)
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
-        top1 = {"acc": MulticlassAccuracy(self.net.num_classes, top_k=1, average="micro")}
-        top5 = {}
-        if self.net.num_classes > 5:
-            top5["acc_top5"] = MulticlassAccuracy(self.net.num_classes, top_k=5, average="micro")
-        # Training tracks top-1 only: the top-5 update is ~40 more tensor ops a step, ~0.5 ms of host time on a GPU
-        # step of ~6 ms (the GPU recipe is bound by the host's launches). Keys "train_", ... because ModuleDict
-        # reserves some names ("train" is nn.Module.train).
-        per_split = {split: {**top1, **(top5 if split != "train" else {})} for split in SPLITS}
-        self.metrics = nn.ModuleDict(
-            {f"{split}_": MetricCollection(metrics, prefix=f"{split}/").clone() for split, metrics in per_split.items()}
+        # Training counts top-1 only: top-5 is a sort of the logits more a step, for a number few look at in training.
+        # Keys "train_", ... because ModuleDict reserves some names ("train" is nn.Module.train).
+        top_k = 5 if self.net.num_classes > 5 else None
+        self.tallies = nn.ModuleDict(
+            {f"{split}_": EpochTally(top_k=None if split == "train" else top_k) for split in SPLITS}
         )
-        # No NaN check: it reads the loss back from the device every step (a GPU sync); NonFiniteLossGuard stops a
-        # diverged run instead.
-        self.mean_loss = nn.ModuleDict({f"{split}_": MeanMetric(nan_strategy="disable") for split in SPLITS})
 
     def _check_options(self) -> None:
         hp = self.hparams
@@ -195,22 +186,18 @@ class NiNClassifier(LightningModule):
         # with ln(num_classes) and across recipes.
         smoothing = self.hparams.label_smoothing if split == "train" else 0.0
         loss = F.cross_entropy(logits, y, label_smoothing=smoothing)
-        # Accumulated here and logged once per epoch (_log_epoch): each Lightning `log` call costs ~1 ms on a CPU,
+        # Summed here and logged once per epoch (_log_epoch): each Lightning `log` call costs ~1 ms on a CPU,
         # and logging loss and metrics every step cost a tenth of the default recipe's step. The progress bar reads
         # the running loss from the returned dict (ninlab.callbacks.RunProgressBar).
-        self.metrics[f"{split}_"].update(logits, y)
-        # The batch mean once per image, so the epoch's mean weighs batches by size (MeanMetric's `weight` argument
-        # would be a host-to-device copy per step).
-        self.mean_loss[f"{split}_"].update(loss.detach().expand(y.numel()))
+        self.tallies[f"{split}_"].update(logits, y, loss)
         return {"loss": loss, "logits": logits.detach()}
 
     def _log_epoch(self, split: str) -> None:
-        metrics, loss = self.metrics[f"{split}_"], self.mean_loss[f"{split}_"]
-        if loss.update_count:
+        tally = self.tallies[f"{split}_"]
+        if tally.update_count:
             # compute() totals over DDP processes itself, so the logged values need no further sync.
-            self.log_dict({f"{split}/loss": loss.compute(), **metrics.compute()})
-        metrics.reset()
-        loss.reset()
+            self.log_dict({f"{split}/{name}": value for name, value in tally.compute().items()})
+        tally.reset()
 
     def on_train_epoch_end(self) -> None:
         """Log the epoch's training loss and accuracy."""
