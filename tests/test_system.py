@@ -2,14 +2,17 @@
 
 import json
 import math
+import random
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
-from ninlab.callbacks import DeadClassMapGuard, NonFiniteLossGuard, RunReport
+from ninlab.callbacks import DeadClassMapGuard, NonFiniteLossGuard, RunCheckpoint, RunReport, StepSeed
 from ninlab.checkpoint import load_classifier
 from ninlab.errors import CheckpointError, ConfigError, TrainingError
 from ninlab.system import NiNClassifier
@@ -209,3 +212,39 @@ def test_hook_name_bookkeeping_bypasses_module_registration_and_nothing_else():
     assert {"extra_scale", "extra_head.weight", "extra_head.bias"} <= names
     assert "extra_count" in dict(model.named_buffers()) and model.extra_count.item() == 1.0
     assert "extra_scale" not in model.__dict__ and "extra_head" not in model.__dict__
+
+
+@pytest.mark.parametrize("epoch_length", [4, math.inf])
+def test_step_seed_draws_depend_on_the_batch_position_alone(epoch_length):
+    # Each batch's torch, numpy and random streams come from SeedSequence([seed, epoch, batch, rank]), whether the
+    # epoch's seeds were derived at its start (known length) or batch by batch (unknown length).
+    callback = StepSeed()
+    callback.seed = 7
+    module = SimpleNamespace(device=torch.device("cpu"))
+    draws = {}
+    for epoch in (0, 1):
+        trainer = SimpleNamespace(current_epoch=epoch, global_rank=1, num_training_batches=epoch_length)
+        callback.on_train_epoch_start(trainer, module)
+        for batch_idx in (3, 0, 2):  # any order: a resumed epoch starts mid-way
+            callback.on_train_batch_start(trainer, module, None, batch_idx)
+            draws[epoch, batch_idx] = (torch.rand(1).item(), np.random.rand(), random.random())
+    for (epoch, batch_idx), drawn in draws.items():
+        torch_seed, other_seed = np.random.SeedSequence([7, epoch, batch_idx, 1]).generate_state(2)
+        torch.manual_seed(int(torch_seed))
+        np.random.seed(int(other_seed))
+        random.seed(int(other_seed))
+        assert drawn == (torch.rand(1).item(), np.random.rand(), random.random())
+    assert len(set(draws.values())) == len(draws)
+
+
+@pytest.mark.parametrize("every_n_train_steps", [None, 2])
+def test_run_checkpoint_saves_on_steps_only_when_asked_and_keeps_its_state_key(every_n_train_steps, tmp_path):
+    kwargs = {"dirpath": tmp_path / "ckpt", "filename": "{step}", "save_top_k": -1}
+    if every_n_train_steps is not None:
+        kwargs["every_n_train_steps"] = every_n_train_steps
+    checkpoint = RunCheckpoint(**kwargs)
+    assert checkpoint.state_key == ModelCheckpoint.state_key.fget(checkpoint)  # formatted once, the same key
+    trainer = _trainer(tmp_path, max_epochs=1, enable_checkpointing=True, callbacks=[checkpoint])
+    trainer.fit(NiNClassifier(**TINY), _loader())  # 4 steps
+    saved = sorted(path.name for path in (tmp_path / "ckpt").glob("*.ckpt"))
+    assert saved == (["step=4.ckpt"] if every_n_train_steps is None else ["step=2.ckpt", "step=4.ckpt"])

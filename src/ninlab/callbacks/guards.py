@@ -54,6 +54,10 @@ class DeadClassMapGuard(Callback):
         self._dead_batches: torch.Tensor | None = None  # consecutive dead batches up to the last step, on the device
         self._longest: torch.Tensor | None = None  # the longest such run seen
         self._num_classes = 0
+        self._every = 1  # steps between reads, set when training starts on its device
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._every = _steps_between_reads(self.check_every, pl_module)
 
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -71,7 +75,7 @@ class DeadClassMapGuard(Callback):
             self._dead_batches = (self._dead_batches + 1) * dead
             self._longest = torch.maximum(self._longest, self._dead_batches)
         step = trainer.global_step
-        if step % _steps_between_reads(self.check_every, pl_module) == 0 or step == self.max_steps:
+        if step % self._every == 0 or step == self.max_steps:
             self._check(step)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -104,6 +108,10 @@ class NonFiniteLossGuard(Callback):
         self.check_every = _check_positive(check_every)
         self._loss_sum: torch.Tensor | None = None
         self._last_finite_step = 0
+        self._every = 1  # steps between reads, set when training starts on its device
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._every = _steps_between_reads(self.check_every, pl_module)
 
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -112,8 +120,9 @@ class NonFiniteLossGuard(Callback):
         if loss is None:
             return
         loss = loss.detach()
-        self._loss_sum = loss if self._loss_sum is None else self._loss_sum + loss
-        if trainer.global_step % _steps_between_reads(self.check_every, pl_module) == 0:
+        # Read every step, the loss itself is the sum since the last read.
+        self._loss_sum = loss if self._loss_sum is None or self._every == 1 else self._loss_sum + loss
+        if trainer.global_step % self._every == 0:
             self._check(trainer.global_step)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:

@@ -5,12 +5,13 @@ state from everything that ran before: a run resumed at epoch 3 would continue f
 initialisation and the sanity check, not from where epoch 2 ended. Reseeding per epoch is not enough either: a
 resumed run creates its first training iterator (one draw) before ``on_train_epoch_start``, an uninterrupted one
 after it. Reseeding torch, numpy and ``random`` from ``(seed, epoch, batch, rank)`` before every training batch
-makes each step's random stream a function of its position alone (seeding costs microseconds). The data's own
-randomness (shuffle, augmentation) is seeded from its position by the datamodule.
+makes each step's random stream a function of its position alone. The data's own randomness (shuffle,
+augmentation) is seeded from its position by the datamodule.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import random
 from typing import Any
@@ -45,6 +46,8 @@ class StepSeed(Callback):
 
     def __init__(self) -> None:
         self.seed: int | None = None
+        self._epoch_seeds: list[tuple[int, int]] = []  # (torch seed, numpy and random seed) of each batch
+        self._seeded_epoch = -1
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if self.seed is None:
@@ -56,9 +59,25 @@ class StepSeed(Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.seed = state_dict["seed"]
 
+    def _seeds(self, epoch: int, batch_idx: int, rank: int) -> tuple[int, int]:
+        state = np.random.SeedSequence([self.seed, epoch, batch_idx, rank]).generate_state(2)
+        return int(state[0]), int(state[1])
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # The whole epoch's seeds, derived in one loop: a SeedSequence takes ~7 us here, but ~90 us between two
+        # training steps, whose tensors have pushed numpy's code and data out of the CPU caches (measured on a
+        # 2-core CPU in the default recipe: 0.3% of a bf16 step).
+        batches = trainer.num_training_batches
+        count = int(batches) if math.isfinite(batches) else 0
+        self._seeded_epoch = trainer.current_epoch
+        self._epoch_seeds = [self._seeds(self._seeded_epoch, index, trainer.global_rank) for index in range(count)]
+
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
-        position = [self.seed, trainer.current_epoch, batch_idx, trainer.global_rank]
-        state = np.random.SeedSequence(position).generate_state(2)
-        _seed_torch(int(state[0]), pl_module.device)
-        np.random.seed(int(state[1]))
-        random.seed(int(state[1]))
+        epoch = trainer.current_epoch
+        if epoch == self._seeded_epoch and batch_idx < len(self._epoch_seeds):
+            torch_seed, other_seed = self._epoch_seeds[batch_idx]
+        else:  # an epoch of unknown length
+            torch_seed, other_seed = self._seeds(epoch, batch_idx, trainer.global_rank)
+        _seed_torch(torch_seed, pl_module.device)
+        np.random.seed(other_seed)
+        random.seed(other_seed)
