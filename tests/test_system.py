@@ -248,3 +248,14 @@ def test_run_checkpoint_saves_on_steps_only_when_asked_and_keeps_its_state_key(e
     trainer.fit(NiNClassifier(**TINY), _loader())  # 4 steps
     saved = sorted(path.name for path in (tmp_path / "ckpt").glob("*.ckpt"))
     assert saved == (["step=4.ckpt"] if every_n_train_steps is None else ["step=2.ckpt", "step=4.ckpt"])
+
+
+@pytest.mark.parametrize("clip", [None, 1e-9])
+def test_gradient_clipping_applies_only_when_set(clip, tmp_path):
+    # Plain SGD without momentum or weight decay moves each weight by lr x its (clipped) gradient.
+    torch.manual_seed(0)
+    model = NiNClassifier(**TINY, optimizer="sgd", lr=0.1, momentum=0.0, weight_decay=0.0, schedule="constant")
+    before = [p.detach().clone() for p in model.parameters()]
+    _trainer(tmp_path, max_epochs=1, gradient_clip_val=clip).fit(model, _loader())  # 4 steps
+    moved = max((p.detach() - b).abs().max().item() for p, b in zip(model.parameters(), before, strict=True))
+    assert (moved < 1e-8) if clip else (moved > 1e-3), moved
