@@ -112,7 +112,7 @@ class NiNClassifier(LightningModule):
         init_weights(self.net, init)
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
-        # Training counts top-1 only: top-5 is a sort of the logits more a step, for a number few look at in training.
+        # Training counts top-1 only: top-5 adds a top-k of the logits to every step, for a number few read then.
         # Keys "train_", ... because ModuleDict reserves some names ("train" is nn.Module.train).
         top_k = 5 if self.net.num_classes > 5 else None
         self.tallies = nn.ModuleDict(

@@ -22,7 +22,6 @@ class EpochTally(Metric):
     """
 
     full_state_update = False
-    higher_is_better = True
 
     def __init__(self, top_k: int | None = None) -> None:
         super().__init__()
