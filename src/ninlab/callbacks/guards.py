@@ -23,17 +23,21 @@ from ninlab.errors import TrainingError
 __all__ = ["DeadClassMapGuard", "NonFiniteLossGuard"]
 
 
-def _steps_between_reads(check_every: int | None, pl_module: LightningModule) -> int:
-    return check_every or (1 if pl_module.device.type == "cpu" else 50)
+class _ReadsEvery(Callback):
+    """A guard that reads its device-side result every ``check_every`` steps (None: 1 on a CPU, 50 elsewhere),
+    resolved once when training starts on its device."""
+
+    def __init__(self, check_every: int | None) -> None:
+        if check_every is not None and check_every < 1:
+            raise ValueError(f"check_every must be >= 1 or None, found {check_every}")
+        self.check_every = check_every
+        self._every = 1  # steps between reads, set by on_train_start
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._every = self.check_every or (1 if pl_module.device.type == "cpu" else 50)
 
 
-def _check_positive(check_every: int | None) -> int | None:
-    if check_every is not None and check_every < 1:
-        raise ValueError(f"check_every must be >= 1 or None, found {check_every}")
-    return check_every
-
-
-class DeadClassMapGuard(Callback):
+class DeadClassMapGuard(_ReadsEvery):
     """Stop training when the network's output no longer depends on its input.
 
     The test is exact: for ``patience`` consecutive training batches, every image of the batch gets the very same
@@ -48,16 +52,12 @@ class DeadClassMapGuard(Callback):
     """
 
     def __init__(self, patience: int = 5, max_steps: int | None = 200, check_every: int | None = None) -> None:
+        super().__init__(check_every)
         self.patience = patience
         self.max_steps = max_steps
-        self.check_every = _check_positive(check_every)
         self._dead_batches: torch.Tensor | None = None  # consecutive dead batches up to the last step, on the device
         self._longest: torch.Tensor | None = None  # the longest such run seen
         self._num_classes = 0
-        self._every = 1  # steps between reads, set when training starts on its device
-
-    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._every = _steps_between_reads(self.check_every, pl_module)
 
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -94,7 +94,7 @@ class DeadClassMapGuard(Callback):
         )
 
 
-class NonFiniteLossGuard(Callback):
+class NonFiniteLossGuard(_ReadsEvery):
     """Stop training at a NaN or infinite training loss, saying what usually fixes it.
 
     It keeps a running sum of the training losses on the device (one op a step): a NaN or infinity stays in the
@@ -105,13 +105,9 @@ class NonFiniteLossGuard(Callback):
     """
 
     def __init__(self, check_every: int | None = None) -> None:
-        self.check_every = _check_positive(check_every)
+        super().__init__(check_every)
         self._loss_sum: torch.Tensor | None = None
         self._last_finite_step = 0
-        self._every = 1  # steps between reads, set when training starts on its device
-
-    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._every = _steps_between_reads(self.check_every, pl_module)
 
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
