@@ -54,8 +54,8 @@ class KillAt(Callback):
             _die()
 
     def _kill_in_fsync(self, trainer: Trainer) -> None:
-        # ninlab.atomic fsyncs the temporary file right before renaming it over last.ckpt: the last moment at which
-        # only the temporary file holds the new checkpoint.
+        # ninlab._runtime.atomic fsyncs the temporary file right before renaming it over last.ckpt: the last moment
+        # at which only the temporary file holds the new checkpoint.
         fsync = os.fsync
 
         def fsync_then_die(fd: int) -> None:

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from ninlab.benchmark.clock import window_rates
-from ninlab.benchmark.training import _PerSampleDataset
+from ninlab._runtime.host_allocator import runs_on_glibc
+from ninlab.bench.clock import window_rates
+from ninlab.bench.training import _PerSampleDataset
 from ninlab.cli import main
-from ninlab.host_allocator import runs_on_glibc
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,8 +64,8 @@ def test_seed_style_dataset_normalises_through_pil(channels):
 @pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
 def test_bench_rounds_vary_order_and_pair_windows(monkeypatch, capsys, precision):
     """Rounds go through the pipelines' orders; B/A and B/C are medians of same-numbered windows' ratios."""
-    from ninlab.benchmark import command
-    from ninlab.benchmark.training import BenchConfig, PipelineResult
+    from ninlab.bench import suite
+    from ninlab.bench.training import BenchConfig, PipelineResult
 
     # A machine whose speed changes from window to window and round to round: paired ratios stay exact.
     speed = {"seed_style": 100.0, "ninlab": 200.0, "bare": 210.0}
@@ -81,9 +81,9 @@ def test_bench_rounds_vary_order_and_pair_windows(monkeypatch, capsys, precision
             results[name] = PipelineResult(name, used, rates[1], rates[1], rates, train_flops_per_image=1e6)
         return results
 
-    monkeypatch.setattr(command, "run_round", fake_round)
-    monkeypatch.setattr(command, "matmul_flops_per_s", lambda dtype: 1e9 if dtype == torch.float32 else 4e9)
-    report = command.bench(BenchConfig(windows=3, precision=precision), rounds=3)
+    monkeypatch.setattr(suite, "run_round", fake_round)
+    monkeypatch.setattr(suite, "matmul_flops_per_s", lambda dtype: 1e9 if dtype == torch.float32 else 4e9)
+    report = suite.bench(BenchConfig(windows=3, precision=precision), rounds=3)
     a, b, c = "seed_style", "ninlab", "bare"
     assert orders == [[a, b, c], [a, c, b], [b, a, c]]
     assert report["window_ratios"]["ratio_vs_seed_style"] == pytest.approx([2.0] * 9)
@@ -92,14 +92,14 @@ def test_bench_rounds_vary_order_and_pair_windows(monkeypatch, capsys, precision
     assert report["round_images_per_s"]["ninlab"] == pytest.approx([100.0, 50.0, 33.3], abs=0.1)
     assert report["images_per_s"]["ninlab"] == 50.0  # the median round
     assert report["fraction_of_sgemm_per_round"] == pytest.approx([0.1, 0.05, 0.0333], abs=1e-4)
-    assert "medians of 9 paired windows' ratios over 3 round(s)" in command.format_report(report)
+    assert "medians of 9 paired windows' ratios over 3 round(s)" in suite.format_report(report)
     progress = capsys.readouterr().err.splitlines()  # a line per round, with that round's paired ratios
     assert progress[0].startswith("round 1/3 (A B C, ") and progress[0].endswith("B/A 2.00, B/C 0.952")
     assert [line.split(" (")[0] for line in progress] == ["round 1/3", "round 2/3", "round 3/3"]
     assert report["precision"] == {a: "32-true", b: precision, c: precision}
     if precision == "bf16-mixed":  # B's FLOP rate against the bf16 matrix multiply too
         assert report["fraction_of_bf16_gemm_per_round"] == pytest.approx([0.025, 0.0125, 0.0083], abs=1e-4)
-        assert "of its bf16 matrix multiply (4.0 GFLOP/s" in command.format_report(report)
+        assert "of its bf16 matrix multiply (4.0 GFLOP/s" in suite.format_report(report)
     else:
         assert "fraction_of_bf16_gemm" not in report
 
@@ -110,7 +110,7 @@ def test_run_round_takes_turns_window_by_window(real_data_dir):
     Run in bf16-mixed, which B (Lightning's precision plugin) and C (autocast) then train in, and A (spec 000's
     way) does not.
     """
-    from ninlab.benchmark.training import BenchConfig, run_round
+    from ninlab.bench.training import BenchConfig, run_round
 
     config = BenchConfig(root=str(real_data_dir / "fashion-mnist"), limit=256, epochs=2, windows=2, val_size=64,
                          precision="bf16-mixed")  # fmt: skip
@@ -142,21 +142,21 @@ def test_bench_reports_a_pipeline_error_in_one_line(capsys):
 
 @pytest.mark.parametrize(("layout", "without"), [("channels_last", None), ("nchw", "batchnorm"), ("nchw", "relu")])
 def test_train_step_bench_variants_run(layout, without):
-    """benchmarks/train_step_bench.py: every layout and layer ablation builds a step that runs."""
+    """scripts/train_step_bench.py: every layout and layer ablation builds a step that runs."""
     bench = _load_script("train_step_bench")
     step = bench.training_step([4, 8, 8], 8, layout=layout, without=without)
     assert bench.images_per_s(step, 8, 2) > 0
 
 
 def _load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
 def test_gpu_step_bench_runs_on_the_cpu(real_data_dir, monkeypatch, capsys):
-    """benchmarks/gpu_step_bench.py (the GPU recipe's step without Lightning) runs end to end on real data."""
+    """scripts/gpu_step_bench.py (the GPU recipe's step without Lightning) runs end to end on real data."""
     bench = _load_script("gpu_step_bench")
     argv = ["gpu_step_bench.py", "--root", str(real_data_dir / "fashion-mnist"), "--device", "cpu", "--steps", "1",
             "--windows", "2", "--warmup", "1", "eager:bf16:2"]  # fmt: skip
@@ -170,7 +170,7 @@ def test_gpu_step_bench_runs_on_the_cpu(real_data_dir, monkeypatch, capsys):
 
 def test_bare_loop_refuses_a_precision_it_cannot_mirror(real_data_dir):
     """C mirrors B's precision; one it has no loop for is a one-line error, not a silently different comparison."""
-    from ninlab.benchmark.training import BenchConfig, run_pipeline
+    from ninlab.bench.training import BenchConfig, run_pipeline
     from ninlab.errors import ConfigError
 
     config = BenchConfig(root=str(real_data_dir / "fashion-mnist"), limit=256, precision="bf16-true")
@@ -180,7 +180,7 @@ def test_bare_loop_refuses_a_precision_it_cannot_mirror(real_data_dir):
 
 def test_bare_loop_steps_the_recipes_lr_schedule(real_data_dir, monkeypatch):
     """C trains as B does: the recipe's one-cycle schedule, stepped after every optimiser step, ending near lr 0."""
-    from ninlab.benchmark.training import BenchConfig, run_pipeline
+    from ninlab.bench.training import BenchConfig, run_pipeline
 
     lrs = []
     real_step = torch.optim.lr_scheduler.LambdaLR.step
@@ -202,7 +202,7 @@ def test_recipe_model_discards_what_lightning_prints(real_data_dir):
     """`--inference` builds the recipe's model in the parent: its seed, device and CLI messages stay off the report."""
     code = (
         "import sys\n"
-        "from ninlab.benchmark.training import BenchConfig, recipe_model\n"
+        "from ninlab.bench.training import BenchConfig, recipe_model\n"
         f"config = BenchConfig(root={str(real_data_dir / 'fashion-mnist')!r}, limit=256)\n"
         "assert recipe_model(config).net.num_classes == 10\n"
         "print('MARK', flush=True)\n"

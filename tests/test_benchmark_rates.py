@@ -4,9 +4,9 @@ import pytest
 import torch
 
 import ninlab
-from ninlab.benchmark.rates import matmul_flops_per_s, median_rate, training_flops_per_image
-from ninlab.environment import machine_info, versions
-from ninlab.summary import summarize
+from ninlab._runtime.environment import machine_info, versions
+from ninlab.bench.rates import matmul_flops_per_s, median_rate, training_flops_per_image
+from ninlab.models.summary import summarize
 
 
 def test_training_flops_are_about_three_forward_passes():

@@ -11,11 +11,11 @@ import pytest
 import torch
 from lightning.pytorch import Trainer
 
-from ninlab.checkpoint import load_classifier
 from ninlab.data import ImageDataModule
 from ninlab.data.sampler import IndexBatches
 from ninlab.errors import ConfigError
-from ninlab.system import NiNClassifier
+from ninlab.inference.loading import load_classifier
+from ninlab.training.module import NiNClassifier
 
 TINY = {"widths": [4, 8, 8]}
 

@@ -1,4 +1,4 @@
-"""ninlab.host_allocator: glibc keeps freed tensor memory, so training steps stop page-faulting their buffers in."""
+"""Host allocator: glibc keeps freed tensor memory, so training steps stop page-faulting their buffers in."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from ninlab.host_allocator import USER_SETTINGS, runs_on_glibc
+from ninlab._runtime.host_allocator import USER_SETTINGS, runs_on_glibc
 
 glibc_only = pytest.mark.skipif(not runs_on_glibc(), reason="the setting is glibc's")
 
@@ -18,7 +18,7 @@ _STEPS = """
 import json, resource, sys
 import torch, torch.nn.functional as F
 from ninlab import create_model
-from ninlab.host_allocator import keep_freed_memory
+from ninlab._runtime.host_allocator import keep_freed_memory
 applied = keep_freed_memory() if sys.argv[1] == "keep" else False
 torch.manual_seed(0)
 net = create_model("nin_fast", widths=(16, 64, 128)).to(memory_format=torch.channels_last)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from ninlab.layers import MLPConv
+from ninlab.models.layers import MLPConv
 
 
 @pytest.mark.parametrize("depth", [0, 1, 2, 4])

@@ -3,7 +3,7 @@
 import logging
 import warnings
 
-from ninlab.library_messages import hide_irrelevant_library_messages
+from ninlab._runtime.library_messages import hide_irrelevant_library_messages
 
 
 def _record(name: str, message: str) -> logging.LogRecord:

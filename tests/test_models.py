@@ -116,4 +116,6 @@ def test_seeded_forward_is_reproducible():
 
 def test_global_average_pool_is_deterministic_mean():
     x = torch.randn(2, 3, 5, 7)
-    torch.testing.assert_close(ninlab.layers.GlobalAvgPool(flatten=True)(x), nn.AdaptiveAvgPool2d(1)(x).flatten(1))
+    torch.testing.assert_close(
+        ninlab.models.layers.GlobalAvgPool(flatten=True)(x), nn.AdaptiveAvgPool2d(1)(x).flatten(1)
+    )

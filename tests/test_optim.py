@@ -9,8 +9,8 @@ from torch import nn
 
 import ninlab
 from ninlab.errors import ConfigError
-from ninlab.init import INIT_SCHEMES, init_weights
-from ninlab.optim import build_optimizer, build_scheduler, lr_factor, param_groups
+from ninlab.models.init import INIT_SCHEMES, init_weights
+from ninlab.training.optim import build_optimizer, build_scheduler, lr_factor, param_groups
 
 
 def test_weight_decay_skips_biases_and_norm_parameters():

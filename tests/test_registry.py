@@ -5,7 +5,7 @@ from torch import nn
 
 import ninlab
 from ninlab.errors import ConfigError
-from ninlab.registry import register_model
+from ninlab.models.registry import register_model
 
 
 def test_list_models_pattern():

@@ -1,4 +1,4 @@
-"""``ninlab.atomic``: a write replaces the file whole or not at all, and failures name the file."""
+"""``ninlab._runtime.atomic``: a write replaces the file whole or not at all, and failures name the file."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from ninlab.atomic import atomic_open, naming_failures
+from ninlab._runtime.atomic import atomic_open, naming_failures
 
 
 def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):

@@ -3,7 +3,7 @@
 import pytest
 
 from ninlab.cli import main
-from ninlab.summary import format_summary, summarize
+from ninlab.models.summary import format_summary, summarize
 
 SPEC_003_SHAPES = [(96, 54, 54), (96, 26, 26), (256, 26, 26), (256, 12, 12), (384, 12, 12), (384, 5, 5),
                    (384, 5, 5), (10, 5, 5), (10, 1, 1), (10,)]  # fmt: skip

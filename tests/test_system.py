@@ -12,10 +12,10 @@ from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
-from ninlab.callbacks import DeadClassMapGuard, NonFiniteLossGuard, RunCheckpoint, RunReport, StepSeed
-from ninlab.checkpoint import load_classifier
 from ninlab.errors import CheckpointError, ConfigError, TrainingError
-from ninlab.system import NiNClassifier
+from ninlab.inference.loading import load_classifier
+from ninlab.training.callbacks import DeadClassMapGuard, NonFiniteLossGuard, RunCheckpoint, RunReport, StepSeed
+from ninlab.training.module import NiNClassifier
 
 TINY = {"model_kwargs": {"widths": [8, 8, 8]}, "num_classes": 10, "in_chans": 1}
 

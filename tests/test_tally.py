@@ -5,7 +5,7 @@ import torch
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from ninlab.tally import EpochTally
+from ninlab.training.metrics import EpochTally
 
 
 def _batches(sizes=(16, 16, 7), classes=10, seed=0):

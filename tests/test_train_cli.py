@@ -19,12 +19,12 @@ from lightning.pytorch.profilers import SimpleProfiler
 from lightning.pytorch.trainer.connectors import callback_connector
 from PIL import Image
 
-from ninlab.checkpoint import load_classifier
 from ninlab.cli import main
 from ninlab.errors import CheckpointError
-from ninlab.export import export_onnx
-from ninlab.null_profiler import NullProfiler
-from ninlab.train_cli import BF16_HINT, NinlabCLI
+from ninlab.inference.export import export_onnx
+from ninlab.inference.loading import load_classifier
+from ninlab.training.lightning_cli import BF16_HINT, NinlabCLI
+from ninlab.training.profiler import NullProfiler
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted(p.stem for p in (ROOT / "configs").glob("*.yaml"))
@@ -330,7 +330,7 @@ def test_default_recipe_learns_real_fashion_mnist(real_data_dir, tmp_path, capsy
                                                              (True, "bf16-mixed", False)])  # fmt: skip
 def test_fp32_fit_on_a_cpu_with_bf16_instructions_points_to_bf16_mixed(native, precision, hinted, data_root, tmp_path,
                                                                        monkeypatch, caplog):  # fmt: skip
-    monkeypatch.setattr("ninlab.train_cli.cpu_has_native_bf16", lambda: native)
+    monkeypatch.setattr("ninlab.training.lightning_cli.cpu_has_native_bf16", lambda: native)
     args = _fit_args(data_root, tmp_path, "--trainer.fast_dev_run", "1", "--trainer.precision", precision)
     with caplog.at_level(logging.INFO):
         assert main(args) == 0

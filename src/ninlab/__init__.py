@@ -1,7 +1,7 @@
 """ninlab: Network-in-Network image classifiers on PyTorch Lightning."""
 
 from ninlab.errors import ConfigError, DataError, InputSizeError, NinlabError
-from ninlab.registry import create_model, list_models, register_model
+from ninlab.models.registry import create_model, list_models, register_model
 
 __all__ = [
     "ConfigError",

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from ninlab.atomic import atomic_open
+from ninlab._runtime.atomic import atomic_open
 from ninlab.data.imageset import ImageSet
 from ninlab.data.locate import cache_dir
 

@@ -2,7 +2,7 @@
 
 Paper: Lin, Chen & Yan, "Network In Network", ICLR 2014, https://arxiv.org/abs/1312.4400
 
-Every variant is a stack of mlpconv blocks (:class:`ninlab.layers.MLPConv`) and pools, described as data
+Every variant is a stack of mlpconv blocks (:class:`ninlab.models.layers.MLPConv`) and pools, described as data
 (a tuple of stage specs) and built by one class, :class:`NiN`. The last block outputs one map per class and global
 average pooling turns the maps into logits: no dense layer, except in ``nin_micro`` whose source has one.
 
@@ -24,8 +24,8 @@ import torch
 from torch import nn
 
 from ninlab.errors import ConfigError, InputSizeError
-from ninlab.layers import GlobalAvgPool, MLPConv
-from ninlab.registry import register_model
+from ninlab.models.layers import GlobalAvgPool, MLPConv
+from ninlab.models.registry import register_model
 
 __all__ = ["NiN", "nin_cifar", "nin_d2l", "nin_fast", "nin_imagenet", "nin_micro"]
 

@@ -4,13 +4,13 @@ Forward, cross-entropy, backward and an SGD Nesterov step on random channels-las
 then images/s over ``--steps`` timed steps, and the process's page faults and kernel CPU time. Used for the
 width/batch/thread/allocator rows of docs/benchmarks.md; compare numbers only within one invocation (or back to
 back), since a shared CPU's load changes from minute to minute. ``--allocator keep`` applies the setting of ninlab's
-command line (ninlab.host_allocator); the default leaves glibc's malloc as it is. ``--compile`` times the step
+command line (ninlab._runtime.host_allocator); the default leaves glibc's malloc as it is. ``--compile`` times the step
 through ``torch.compile`` (inductor; its compile time is printed, not timed). ``--profile`` then profiles 10 more
 steps and prints where a step's time goes, per operator and input shape (torch.profiler, self CPU time).
 ``--layout nchw`` times the step in NCHW (spec 000's layout, what ``ninlab bench``'s pipeline A trains in), and
 ``--without batchnorm`` / ``--without relu`` drop those layers, so the differences show what they cost.
 
-    PYTHONPATH=src python benchmarks/train_step_bench.py --allocator keep 32-64-128@128 16-64-128@128
+    PYTHONPATH=src python scripts/train_step_bench.py --allocator keep 32-64-128@128 16-64-128@128
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ninlab import create_model
-from ninlab.host_allocator import keep_freed_memory
+from ninlab._runtime.host_allocator import keep_freed_memory
 
 LAYOUTS = {"channels_last": torch.channels_last, "nchw": torch.contiguous_format}
 WITHOUT = {"batchnorm": {"norm_layer": None}, "relu": {"act_layer": nn.Identity}}

@@ -1,6 +1,6 @@
 """Load a trained :class:`NiNClassifier` from a checkpoint file alone, safely.
 
-Checkpoints are read with ``torch.load(weights_only=True)`` (:func:`ninlab.checkpoint_io.read_checkpoint`): a
+Checkpoints are read with ``torch.load(weights_only=True)`` (:func:`ninlab.training.checkpoint_io.read_checkpoint`): a
 checkpoint is data, never code, so a tampered file cannot run anything. The model is rebuilt from the saved
 hyperparameters (model name, kwargs, class names, input size, normalisation), then the weights are loaded strictly.
 """
@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ninlab.checkpoint_io import read_checkpoint
 from ninlab.errors import CheckpointError, NinlabError
-from ninlab.system import NiNClassifier
+from ninlab.training.checkpoint_io import read_checkpoint
+from ninlab.training.module import NiNClassifier
 
 __all__ = ["load_classifier"]
 

@@ -1,4 +1,4 @@
-"""Optimisers and learning-rate schedules by name, as :class:`ninlab.system.NiNClassifier` configures them.
+"""Optimisers and learning-rate schedules by name, as :class:`ninlab.training.module.NiNClassifier` configures them.
 
 Weight decay applies to conv and linear weights only: decaying biases and norm scales/shifts only shrinks them
 towards zero without regularising anything (the Caffe NiN recipe also exempts biases). Every schedule is stepped

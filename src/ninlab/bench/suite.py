@@ -10,24 +10,19 @@ same run (with ``--precision bf16-mixed``, also as a fraction of its bf16 matrix
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import itertools
-import json
-import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-from ninlab.benchmark.rates import matmul_flops_per_s
-from ninlab.benchmark.training import PIPELINES, PRECISIONS, BenchConfig, PipelineResult, recipe_model, run_round
-from ninlab.environment import machine_info, versions
-from ninlab.errors import ConfigError
+from ninlab._runtime.environment import machine_info, versions
+from ninlab.bench.rates import matmul_flops_per_s
+from ninlab.bench.training import PIPELINES, BenchConfig, PipelineResult, recipe_model, run_round
 
-__all__ = ["add_arguments", "bench", "format_report", "run"]
+__all__ = ["bench", "format_report"]
 
 
 _LETTERS = {"seed_style": "A", "ninlab": "B", "bare": "C"}
@@ -105,7 +100,7 @@ def bench(config: BenchConfig, rounds: int = 1, inference: bool = False, quiet: 
         report["fraction_of_bf16_gemm_per_round"] = [round(v, 4) for v in bf16_fractions]
         report["bf16_gemm_flops_per_s"] = statistics.median(bf16_rates)
     if inference:
-        from ninlab.benchmark.inference import inference_speed  # onnx export is slow to import; only when asked
+        from ninlab.bench.inference import inference_speed  # onnx export is slow to import; only when asked
 
         report["inference"] = inference_speed(recipe_model(config, quiet=quiet))
     return report
@@ -141,63 +136,3 @@ def format_report(report: dict) -> str:
                      f"{inf['torch_latency_ms']:.2f} ms (batch 1); onnxruntime {inf['onnx_images_per_s']:,.0f} img/s, "
                      f"{inf['onnx_latency_ms']:.2f} ms")  # fmt: skip
     return "\n".join(lines)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``ninlab bench``."""
-    defaults = BenchConfig()
-    parser.add_argument(
-        "--recipe",
-        default=defaults.recipe,
-        help="recipe whose model, optimiser and data to time (default: %(default)s)",
-    )
-    parser.add_argument("--data.root", dest="root", help="where the dataset files are (default: ninlab's search)")
-    parser.add_argument(
-        "--limit", type=int, default=defaults.limit, help="training images per epoch (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--epochs",
-        type=int,
-        default=defaults.epochs,
-        help="epochs; all but the last are warm-up (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--windows", type=int, default=defaults.windows, help="timed windows in the last epoch (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--rounds",
-        type=int,
-        default=1,
-        help="rounds of the three pipelines, each round in fresh processes; medians over all rounds reported",
-    )
-    parser.add_argument("--precision", choices=PRECISIONS, default=defaults.precision,
-                        help="B's and C's precision (default: the recipe's); A trains in fp32, "
-                        "as spec 000 does")  # fmt: skip
-    parser.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
-    parser.add_argument("--show-output", action="store_true",
-                        help="show the pipelines' own output (Lightning's messages and progress bars)")  # fmt: skip
-    parser.add_argument("--inference", action="store_true", help="also time inference in PyTorch and onnxruntime")
-    parser.add_argument("--json", type=Path, help="also write the report to this JSON file")
-
-
-def run(args: argparse.Namespace) -> int:
-    """Run the benchmark and print (and optionally save) the report."""
-    if min(args.limit, args.epochs, args.windows, args.rounds) < 1:
-        raise ConfigError(f"--limit, --epochs, --windows and --rounds must be >= 1, got {args.limit}, {args.epochs}, "
-                          f"{args.windows}, {args.rounds}")  # fmt: skip
-    if args.threads is not None:
-        # Inherited by the pipeline processes, which start fresh interpreters.
-        os.environ["OMP_NUM_THREADS"] = str(args.threads)
-        torch.set_num_threads(args.threads)
-    config = BenchConfig(recipe=args.recipe, root=args.root, limit=args.limit, epochs=args.epochs, windows=args.windows,
-                         precision=args.precision)  # fmt: skip
-    report = bench(config, rounds=args.rounds, inference=args.inference, quiet=not args.show_output)
-    print(format_report(report))
-    if args.json is not None:
-        tmp = args.json.with_name(args.json.name + ".tmp")
-        try:
-            tmp.write_text(json.dumps(report, indent=2))
-            os.replace(tmp, args.json)  # never a half-written report
-        finally:
-            tmp.unlink(missing_ok=True)
-    return 0

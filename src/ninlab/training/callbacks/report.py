@@ -16,16 +16,16 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import CSVLogger
 
-from ninlab.atomic import atomic_open
-from ninlab.callbacks.throughput import ThroughputMeter
-from ninlab.environment import machine_info, versions
-from ninlab.plots import epoch_metrics, plot_confusion_matrix, plot_curves
+from ninlab._runtime.atomic import atomic_open
+from ninlab._runtime.environment import machine_info, versions
+from ninlab.training.callbacks.throughput import ThroughputMeter
+from ninlab.training.plots import epoch_metrics, plot_confusion_matrix, plot_curves
 
 __all__ = ["RunReport", "environment"]
 
 
 def environment(trainer: Trainer | None = None) -> dict[str, Any]:
-    """The versions and the machine (:mod:`ninlab.environment`), plus the trainer's accelerator."""
+    """The versions and the machine (:mod:`ninlab._runtime.environment`), plus the trainer's accelerator."""
     machine = machine_info()
     if trainer is not None:
         machine["accelerator"] = type(trainer.accelerator).__name__

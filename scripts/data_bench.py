@@ -1,6 +1,6 @@
 """Data-layer timings: decode Fashion-MNIST from .gz, load it from the cache, one augmented training epoch.
 
-Usage: ``PYTHONPATH=src python benchmarks/data_bench.py --root ../shared/data [--repeats 5] [--json out.json]``.
+Usage: ``PYTHONPATH=src python scripts/data_bench.py --root ../shared/data [--repeats 5] [--json out.json]``.
 Prints the median of each timing over ``--repeats`` runs next to its target. Uses a temporary cache dir.
 """
 

@@ -10,28 +10,27 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
+from ninlab._runtime.host_allocator import keep_freed_memory
+from ninlab._runtime.library_messages import hide_irrelevant_library_messages
 from ninlab.errors import NinlabError
-from ninlab.host_allocator import keep_freed_memory
-from ninlab.library_messages import hide_irrelevant_library_messages
 
 __all__ = ["main"]
 
-_LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")  # handled by LightningCLI, see ninlab.train_cli
+_LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")  # LightningCLI: ninlab.training.lightning_cli
 # name -> (help, add_arguments(parser), run(args) -> exit code). Each command lives in its own module.
 Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
 
 
 def _commands() -> dict[str, Command]:
     # Imported lazily so `ninlab --help` stays fast and one command's imports never slow another.
-    from ninlab import datasets_command, export, predict, summary
-    from ninlab.benchmark import command as bench
+    from ninlab.cli import bench, datasets, export, predict, summary
 
     return {
         "summary": ("layer-by-layer shapes, parameters and MACs of a model", summary.add_arguments, summary.run),
         "datasets": (
             "where each dataset was found, its size and checksum status",
-            datasets_command.add_arguments,
-            datasets_command.run,
+            datasets.add_arguments,
+            datasets.run,
         ),
         "export": ("export a checkpoint to ONNX, verified against PyTorch", export.add_arguments, export.run),
         "predict-images": ("top-k classes of image files or folders", predict.add_arguments, predict.run),
@@ -57,14 +56,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``ninlab`` command line and return its exit code (0 on success)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     verbose = "--verbose" in argv
-    keep_freed_memory()  # ~1.2x faster CPU training steps; see ninlab.host_allocator
+    keep_freed_memory()  # ~1.2x faster CPU training steps; see ninlab._runtime.host_allocator
     hide_irrelevant_library_messages()  # Lightning's advertising tips, torch.onnx's torchvision notes
     try:
         lightning_argv = [arg for arg in argv if arg != "--verbose"]
         if lightning_argv and lightning_argv[0] in _LIGHTNING_COMMANDS:
-            from ninlab import train_cli
+            from ninlab.training import lightning_cli
 
-            return train_cli.run(lightning_argv)
+            return lightning_cli.run(lightning_argv)
         commands = _commands()
         args = _build_parser(commands).parse_args(argv)
         return commands[args.command][2](args)
@@ -88,7 +87,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Output piped into a reader that stopped early (`ninlab datasets | head`): not an error of ninlab's.
         sys.stderr.close()
         return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

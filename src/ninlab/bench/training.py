@@ -9,7 +9,7 @@
   augmentation and normalisation as B and nothing else: the floor that B's bookkeeping is measured against.
 
 All three train on the CPU, also on a machine with a GPU: the bare loop is a CPU loop, and B/A and B/C compare like
-with like only on one device. ``benchmarks/gpu_step_bench.py`` and the GPU recipe's run summary measure the GPU.
+with like only on one device. ``scripts/gpu_step_bench.py`` and the GPU recipe's run summary measure the GPU.
 B and C train in the recipe's precision or in ``precision`` (``32-true`` or ``bf16-mixed``), the fast paths; A always
 trains in fp32, as spec 000 does.
 
@@ -41,14 +41,14 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from ninlab.benchmark.clock import StepClock, Turns, window_rates
-from ninlab.benchmark.rates import training_flops_per_image
+from ninlab._runtime.host_allocator import freed_memory_kept, keep_freed_memory
+from ninlab.bench.clock import StepClock, Turns, window_rates
+from ninlab.bench.rates import training_flops_per_image
 from ninlab.data import ImageDataModule
 from ninlab.data.sampler import ShardedBatchSampler
 from ninlab.errors import ConfigError
-from ninlab.host_allocator import freed_memory_kept, keep_freed_memory
-from ninlab.system import NiNClassifier
-from ninlab.train_cli import RUN_DIR_ENV, NinlabCLI, recipe_path, training_callbacks
+from ninlab.training.lightning_cli import RUN_DIR_ENV, NinlabCLI, recipe_path, training_callbacks
+from ninlab.training.module import NiNClassifier
 
 __all__ = ["PIPELINES", "PRECISIONS", "BenchConfig", "PipelineResult", "recipe_model", "run_pipeline", "run_round"]
 
@@ -83,7 +83,7 @@ class PipelineResult:
     train_flops_per_image: float = 0.0
     peak_rss_mb: float = 0.0
     keeps_freed_memory: bool = False
-    """Whether the process ran with ninlab's allocator setting (:func:`ninlab.host_allocator.keep_freed_memory`)."""
+    """Whether the process kept freed memory in its heap (:func:`ninlab._runtime.host_allocator.keep_freed_memory`)."""
     window_times: list[tuple[float, float]] = field(default_factory=list)
     """Wall-clock start and end of each window when the pipeline took turns with others (:class:`Turns`)."""
 

@@ -16,8 +16,8 @@ import numpy as np
 import onnxruntime
 import torch
 
-from ninlab.export import export_onnx
-from ninlab.system import NiNClassifier
+from ninlab.inference.export import export_onnx
+from ninlab.training.module import NiNClassifier
 
 __all__ = ["inference_speed"]
 

@@ -9,7 +9,6 @@ normalisation go into the ONNX metadata, so the file is self-describing. The wri
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import tempfile
@@ -18,12 +17,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ninlab.atomic import naming_failures
-from ninlab.checkpoint import load_classifier
-from ninlab.errors import CheckpointError, ConfigError
-from ninlab.system import NiNClassifier
+from ninlab._runtime.atomic import naming_failures
+from ninlab.errors import CheckpointError
+from ninlab.training.module import NiNClassifier
 
-__all__ = ["add_arguments", "export_onnx", "run"]
+__all__ = ["export_onnx"]
 
 
 def export_onnx(model: NiNClassifier, output: str | Path, *, opset: int = 18, atol: float = 1e-4) -> float:
@@ -70,22 +68,3 @@ def export_onnx(model: NiNClassifier, output: str | Path, *, opset: int = 18, at
             return diff
         finally:
             tmp.unlink(missing_ok=True)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``ninlab export``."""
-    parser.add_argument("checkpoint", help="a .ckpt written by ninlab fit")
-    parser.add_argument("-o", "--output", help="ONNX file to write (default: the checkpoint path with .onnx)")
-    parser.add_argument("--opset", type=int, default=18, help="ONNX opset version (default 18)")
-    parser.add_argument("--atol", type=float, default=1e-4, help="max abs logit difference allowed (default 1e-4)")
-
-
-def run(args: argparse.Namespace) -> int:
-    """Export ``args.checkpoint`` to ONNX and print where it went and how closely it matches PyTorch."""
-    if args.atol <= 0:
-        raise ConfigError(f"--atol must be positive, got {args.atol}")
-    model = load_classifier(args.checkpoint)
-    output = Path(args.output) if args.output else Path(args.checkpoint).with_suffix(".onnx")
-    diff = export_onnx(model, output, opset=args.opset, atol=args.atol)
-    print(f"wrote {output} ({output.stat().st_size:,} bytes); onnxruntime vs PyTorch max abs diff {diff:.2e}")
-    return 0

@@ -17,10 +17,10 @@ from lightning.pytorch import LightningModule
 from torch import nn
 
 from ninlab.errors import CheckpointError, ConfigError
-from ninlab.init import init_weights
-from ninlab.optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_scheduler, check_choice
-from ninlab.registry import create_model
-from ninlab.tally import EpochTally
+from ninlab.models.init import init_weights
+from ninlab.models.registry import create_model
+from ninlab.training.metrics import EpochTally
+from ninlab.training.optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_scheduler, check_choice
 
 __all__ = ["SPLITS", "NiNClassifier"]
 
@@ -189,7 +189,7 @@ class NiNClassifier(LightningModule):
         loss = F.cross_entropy(logits, y, label_smoothing=smoothing)
         # Summed here and logged once per epoch (_log_epoch): each Lightning `log` call costs ~1 ms on a CPU,
         # and logging loss and metrics every step cost a tenth of the default recipe's step. The progress bar reads
-        # the running loss from the returned dict (ninlab.callbacks.RunProgressBar).
+        # the running loss from the returned dict (ninlab.training.callbacks.RunProgressBar).
         self.tallies[f"{split}_"].update(logits, y, loss)
         return {"loss": loss, "logits": logits.detach()}
 

@@ -5,7 +5,7 @@ logged by ninlab's ThroughputMeter) and ``summary.json`` (``test_acc``, fit ``wa
 (seeds of one recipe) share a colour; each run is a line of validation accuracy per epoch ending in a star at its
 test accuracy, placed at the end of fit.
 
-    PYTHONPATH=src python benchmarks/plot_time_to_accuracy.py --output docs/time_to_accuracy.png \\
+    PYTHONPATH=src python scripts/plot_time_to_accuracy.py --output docs/time_to_accuracy.png \\
         fast=runs/fast_fashion_mnist/20250101-000000 long=runs/long_fashion_mnist/20250101-010000 ...
 """
 

@@ -4,7 +4,7 @@ Writing: Lightning's ``TorchCheckpointIO`` saves through an fsspec transaction, 
 temporary file in the system temp dir and then ``shutil.move``s it: across file systems (``/tmp`` on tmpfs, runs on
 disk) that move is a copy straight into ``last.ckpt``, and nothing is fsynced, so a kill or power cut mid-copy
 leaves a torn checkpoint that ``--ckpt_path last`` would then try to resume. :class:`SafeCheckpointIO` writes
-through :func:`ninlab.atomic.atomic_open` instead (same directory, fsync, ``os.replace``).
+through :func:`ninlab._runtime.atomic.atomic_open` instead (same directory, fsync, ``os.replace``).
 
 Reading: a checkpoint is a pickle, and unpickling can run code. Every checkpoint ninlab opens (``--ckpt_path``,
 ``export``, ``predict-images``) goes through :func:`read_checkpoint`, i.e. ``torch.load(weights_only=True)``, which
@@ -22,7 +22,7 @@ import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.fabric.utilities.cloud_io import get_filesystem
 
-from ninlab.atomic import atomic_open
+from ninlab._runtime.atomic import atomic_open
 from ninlab.errors import CheckpointError
 
 __all__ = ["SafeCheckpointIO", "read_checkpoint"]

@@ -9,7 +9,7 @@ from importlib import metadata
 
 import torch
 
-from ninlab.host_allocator import freed_memory_kept
+from ninlab._runtime.host_allocator import freed_memory_kept
 
 __all__ = ["cpu_has_native_bf16", "machine_info", "versions"]
 

@@ -6,7 +6,6 @@ This is spec 003's "dimension verification" as a table. Multiply-adds (MACs) are
 
 from __future__ import annotations
 
-import argparse
 import itertools
 from dataclasses import dataclass
 
@@ -15,11 +14,11 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ninlab.errors import ConfigError
-from ninlab.layers import MLPConv
 from ninlab.models import NiN
-from ninlab.registry import create_model, list_models
+from ninlab.models.layers import MLPConv
+from ninlab.models.registry import create_model, list_models
 
-__all__ = ["ModelSummary", "SummaryRow", "add_arguments", "format_summary", "run", "summarize"]
+__all__ = ["ModelSummary", "SummaryRow", "format_summary", "summarize"]
 
 _DENSE_WIDTH = 4096  # AlexNet's dense layers, the head NiN replaces
 
@@ -174,17 +173,3 @@ def format_summary(summary: ModelSummary) -> str:
             f"{dense_total:,} for the whole network instead of {summary.params:,}.",
         ]
     )
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``ninlab summary``."""
-    parser.add_argument("name", help=f"a registered model: {', '.join(list_models())}")
-    parser.add_argument("--input-size", nargs=3, type=int, metavar=("C", "H", "W"), help="one image's size")
-    parser.add_argument("--num-classes", type=int, help="number of classes (default: the variant's)")
-
-
-def run(args: argparse.Namespace) -> int:
-    """Print the summary table of ``args.name``."""
-    input_size = tuple(args.input_size) if args.input_size else None
-    print(format_summary(summarize(args.name, input_size, args.num_classes)))
-    return 0

@@ -5,13 +5,13 @@ Each step does what ``ninlab fit -c configs/gpu_fashion_mnist.yaml`` does for on
 224x224 (ninlab.data.transforms.resize), lay out channels-last, run nin_d2l forward under bf16 autocast (or in
 fp32), take an fp32 cross-entropy, backward, and an SGD step (lr 0.1, as the recipe). Images/s is timed with
 device events over ``--windows`` windows of ``--steps`` steps after warm-up, median reported; the TFLOP/s column
-counts training FLOPs with ``torch.utils.flop_counter`` (ninlab.benchmark.rates). Comparing ``ninlab fit``'s
+counts training FLOPs with ``torch.utils.flop_counter`` (ninlab.bench.rates). Comparing ``ninlab fit``'s
 ``train_images_per_s`` with this shows what the Lightning loop and ninlab's callbacks cost on the device.
 
 A variant is ``MODE:PRECISION:BATCH``, MODE one of eager, compile (``torch.compile``, inductor) or cudagraphs
 (``torch.compile(mode="reduce-overhead")``), PRECISION fp32 or bf16::
 
-    PYTHONPATH=src python benchmarks/gpu_step_bench.py --root DIR eager:fp32:128 eager:bf16:128 compile:bf16:128
+    PYTHONPATH=src python scripts/gpu_step_bench.py --root DIR eager:fp32:128 eager:bf16:128 compile:bf16:128
 
 On a CPU it runs too (slowly), which is what its smoke test does.
 """
@@ -28,9 +28,9 @@ import torch
 import torch.nn.functional as F
 
 from ninlab import create_model
-from ninlab.benchmark.rates import training_flops_per_image
+from ninlab.bench.rates import training_flops_per_image
 from ninlab.data import load_dataset, transforms
-from ninlab.init import init_weights
+from ninlab.models.init import init_weights
 
 IMAGE_SIZE = 224
 MODES = {"eager": None, "compile": "default", "cudagraphs": "reduce-overhead"}

@@ -8,7 +8,7 @@ from typing import Any
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import TQDMProgressBar
 
-from ninlab.callbacks.throughput import ThroughputMeter
+from ninlab.training.callbacks.throughput import ThroughputMeter
 
 __all__ = ["RunProgressBar"]
 
@@ -19,7 +19,7 @@ class RunProgressBar(TQDMProgressBar):
     Lightning's own bar redraws after every batch and receives running values through ``LightningModule.log``.
     On a 2-core CPU the redraws cost ~0.6 ms and each ``log`` call ~1 ms, together ~3% of the default recipe's
     ~45 ms step. This bar redraws on a clock instead (and always at an epoch's last batch), reads the loss from the
-    training step's output and the rate from :class:`~ninlab.callbacks.ThroughputMeter`, so a step costs it one
+    training step's output and the rate from :class:`~ninlab.training.callbacks.ThroughputMeter`, so a step costs it one
     clock read.
 
     Args:

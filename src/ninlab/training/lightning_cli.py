@@ -35,7 +35,10 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
-from ninlab.callbacks import (
+from ninlab._runtime.environment import cpu_has_native_bf16
+from ninlab.data import ImageDataModule
+from ninlab.errors import CheckpointError, ConfigError, NinlabError, TrainingError
+from ninlab.training.callbacks import (
     DeadClassMapGuard,
     NonFiniteLossGuard,
     RunCheckpoint,
@@ -44,12 +47,9 @@ from ninlab.callbacks import (
     StepSeed,
     ThroughputMeter,
 )
-from ninlab.checkpoint_io import SafeCheckpointIO, read_checkpoint
-from ninlab.data import ImageDataModule
-from ninlab.environment import cpu_has_native_bf16
-from ninlab.errors import CheckpointError, ConfigError, NinlabError, TrainingError
-from ninlab.null_profiler import NullProfiler
-from ninlab.system import NiNClassifier
+from ninlab.training.checkpoint_io import SafeCheckpointIO, read_checkpoint
+from ninlab.training.module import NiNClassifier
+from ninlab.training.profiler import NullProfiler
 
 __all__ = [
     "DEFAULT_RECIPE",

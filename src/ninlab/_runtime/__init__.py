@@ -1,0 +1,1 @@
+"""Process plumbing private to ninlab: atomic writes, the host allocator, the environment report, message filters."""

@@ -1,0 +1,31 @@
+"""``ninlab export``: a checkpoint to ONNX, verified in onnxruntime before the file is written."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ninlab.errors import ConfigError
+from ninlab.inference.export import export_onnx
+from ninlab.inference.loading import load_classifier
+
+__all__ = ["add_arguments", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``ninlab export``."""
+    parser.add_argument("checkpoint", help="a .ckpt written by ninlab fit")
+    parser.add_argument("-o", "--output", help="ONNX file to write (default: the checkpoint path with .onnx)")
+    parser.add_argument("--opset", type=int, default=18, help="ONNX opset version (default 18)")
+    parser.add_argument("--atol", type=float, default=1e-4, help="max abs logit difference allowed (default 1e-4)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Export ``args.checkpoint`` to ONNX and print where it went and how closely it matches PyTorch."""
+    if args.atol <= 0:
+        raise ConfigError(f"--atol must be positive, got {args.atol}")
+    model = load_classifier(args.checkpoint)
+    output = Path(args.output) if args.output else Path(args.checkpoint).with_suffix(".onnx")
+    diff = export_onnx(model, output, opset=args.opset, atol=args.atol)
+    print(f"wrote {output} ({output.stat().st_size:,} bytes); onnxruntime vs PyTorch max abs diff {diff:.2e}")
+    return 0

@@ -1,0 +1,1 @@
+"""Training a NiN with Lightning: the LightningModule, optimisers, metrics, callbacks, checkpoint IO, LightningCLI."""

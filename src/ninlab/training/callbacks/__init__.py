@@ -1,0 +1,18 @@
+"""Callbacks of ninlab training runs: guards, throughput, the run's record, and what makes resuming exact."""
+
+from ninlab.training.callbacks.checkpointing import RunCheckpoint
+from ninlab.training.callbacks.guards import DeadClassMapGuard, NonFiniteLossGuard
+from ninlab.training.callbacks.progress import RunProgressBar
+from ninlab.training.callbacks.report import RunReport
+from ninlab.training.callbacks.seeding import StepSeed
+from ninlab.training.callbacks.throughput import ThroughputMeter
+
+__all__ = [
+    "DeadClassMapGuard",
+    "NonFiniteLossGuard",
+    "RunCheckpoint",
+    "RunProgressBar",
+    "RunReport",
+    "StepSeed",
+    "ThroughputMeter",
+]
