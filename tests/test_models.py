@@ -1,11 +1,15 @@
 """The NiN family: shapes, parameter counts, gradients and the minimum input size of every variant."""
 
+from pathlib import Path
+
 import pytest
 import torch
+import yaml
 from torch import nn
 
 import ninlab
-from ninlab.errors import InputSizeError
+from ninlab.errors import ConfigError, InputSizeError
+from ninlab.models.layers import MLPConv
 
 MODELS = ninlab.list_models()
 PARAMS = {("nin_d2l", 1, 10): 1_992_166, ("nin_cifar", 3, 10): 966_986, ("nin_micro", 3, 10): 8_858,
@@ -13,7 +17,7 @@ PARAMS = {("nin_d2l", 1, 10): 1_992_166, ("nin_cifar", 3, 10): 966_986, ("nin_mi
 
 
 def _batch(model, batch_size: int = 2) -> torch.Tensor:
-    return torch.randn(batch_size, model.in_chans, model.image_size, model.image_size)
+    return torch.randn(batch_size, model.in_chans, model.design_size, model.design_size)
 
 
 def test_every_variant_is_registered():
@@ -87,6 +91,44 @@ def test_cifar_pools_follow_caffe_ceil_mode():
         if isinstance(layer, nn.MaxPool2d | nn.AvgPool2d):
             sizes.append(x.shape[-1])
     assert sizes == [16, 8]
+
+
+def _ends_in_activation(model) -> bool:
+    last_block = [m for m in model.features if isinstance(m, MLPConv)][-1]
+    return isinstance(list(last_block)[-1], nn.ReLU)
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("final_act", [True, False])
+def test_every_builder_takes_final_act(name, final_act):
+    model = ninlab.create_model(name, final_act=final_act)
+    assert _ends_in_activation(model) is final_act
+    # Only the class maps' activation changes: every other block keeps its ReLU.
+    blocks = [m for m in model.features if isinstance(m, MLPConv)]
+    assert all(isinstance(list(block)[-1], nn.ReLU) for block in blocks[:-1])
+
+
+def test_final_act_defaults():
+    """The paper variants keep the sources' ReLU on the class maps; nin_fast, made for fast training, drops it."""
+    assert {name: _ends_in_activation(ninlab.create_model(name)) for name in MODELS} == {
+        "nin_cifar": True, "nin_d2l": True, "nin_fast": False, "nin_imagenet": True, "nin_micro": True,
+    }  # fmt: skip
+
+
+def test_nin_fast_parameters_default_widths_and_default_recipe():
+    """The README's two nin_fast counts: the builder's default widths, and the widths the default recipe trains."""
+    recipe = Path(ninlab.__file__).parent / "configs" / "fast_fashion_mnist.yaml"
+    widths = yaml.safe_load(recipe.read_text())["model"]["model_kwargs"]["widths"]
+    assert widths == [16, 64, 128]
+    default, recipe = (ninlab.create_model("nin_fast", **kwargs) for kwargs in ({}, {"widths": widths}))
+    assert [sum(p.numel() for p in model.parameters()) for model in (default, recipe)] == [459_594, 105_946]
+
+
+@pytest.mark.parametrize("widths", [(8, 8), (8, 8, 8, 8), (8, 0, 8), (8, 8.5, 8), "888", 8, (True, 8, 8)])
+def test_nin_fast_bad_widths_are_one_line_config_errors(widths):
+    with pytest.raises(ConfigError, match=r"^nin_fast: widths must be three positive integers .*, got ") as info:
+        ninlab.create_model("nin_fast", widths=widths)
+    assert "\n" not in str(info.value)
 
 
 def test_final_act_off_removes_only_the_last_relu():

@@ -35,3 +35,22 @@ def test_unknown_option_is_named():
 def test_bad_values_are_config_errors(kwargs):
     with pytest.raises(ConfigError):
         ninlab.create_model("nin_cifar", **kwargs)
+
+
+def test_a_builder_value_error_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"nin_fast: widths must be three positive integers .*got \(8, 8\)"):
+        ninlab.create_model("nin_fast", widths=(8, 8))
+
+
+def test_bad_builder_option_on_the_command_line_is_one_line(tmp_path, capsys):
+    """The user's path: ``ninlab fit --model.model_kwargs '{widths: [8, 8]}'`` prints one line and leaves no run."""
+    from ninlab.cli import main
+
+    runs = tmp_path / "runs"
+    argv = ["fit", "--data.dataset", "digits", "--model.model_kwargs", "{widths: [8, 8]}",
+            "--trainer.default_root_dir", str(runs)]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["ninlab: error: nin_fast: widths must be three positive integers (one per 3x3 block, e.g. "
+                   "[16, 64, 128]), got [8, 8]"]  # fmt: skip
+    assert not runs.exists() or not any(runs.rglob("*"))

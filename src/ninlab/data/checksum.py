@@ -9,23 +9,16 @@ re-encoded copy in the same format.
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 
 from ninlab.data.imageset import ImageSet
 from ninlab.errors import DataError
 
-__all__ = ["enforcer", "is_strict", "md5_bytes", "md5_file"]
+__all__ = ["enforcer", "is_strict", "md5_bytes"]
 
 
 def md5_bytes(data: bytes) -> str:
     """Hex md5 of ``data``."""
     return hashlib.md5(data).hexdigest()
-
-
-def md5_file(path: Path) -> str:
-    """Hex md5 of the file at ``path``, read in chunks."""
-    with open(path, "rb") as file:
-        return hashlib.file_digest(file, "md5").hexdigest()
 
 
 def is_strict(verify: bool | None, origin: str) -> bool:

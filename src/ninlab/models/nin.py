@@ -3,8 +3,9 @@
 Paper: Lin, Chen & Yan, "Network In Network", ICLR 2014, https://arxiv.org/abs/1312.4400
 
 Every variant is a stack of mlpconv blocks (:class:`ninlab.models.layers.MLPConv`) and pools, described as data
-(a tuple of stage specs) and built by one class, :class:`NiN`. The last block outputs one map per class and global
-average pooling turns the maps into logits: no dense layer, except in ``nin_micro`` whose source has one.
+(a tuple of stage specs, :mod:`ninlab.models.stages`) and built by one class, :class:`NiN`. The last block outputs
+one map per class and global average pooling turns the maps into logits: no dense layer, except in ``nin_micro``
+whose source has one.
 
 Variants:
     nin_d2l: the AlexNet-shaped NiN of "Dive into Deep Learning" (spec 003), for 1 x 224 x 224 Fashion-MNIST.
@@ -17,8 +18,6 @@ Variants:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import nn
@@ -26,48 +25,9 @@ from torch import nn
 from ninlab.errors import ConfigError, InputSizeError
 from ninlab.models.layers import GlobalAvgPool, MLPConv
 from ninlab.models.registry import register_model
+from ninlab.models.stages import NUM_CLASSES, Block, Dropout, Pool, Stage, spatial_out_size
 
 __all__ = ["NiN", "nin_cifar", "nin_d2l", "nin_fast", "nin_imagenet", "nin_micro"]
-
-NUM_CLASSES = -1
-"""Placeholder channel count in a spec, replaced by the model's ``num_classes`` when it is built."""
-
-
-@dataclass(frozen=True)
-class Block:
-    """An mlpconv block: a ``kernel`` x ``kernel`` conv to ``conv`` channels, then 1 x 1 convs to ``mlp`` channels.
-
-    ``norm`` says whether the model's norm layer applies to this block; ``final_act`` (None = the model's option
-    for its last block, True for the others) whether the block ends in an activation.
-    """
-
-    conv: int
-    kernel: int
-    stride: int = 1
-    padding: int = 0
-    mlp: tuple[int, ...] = ()
-    norm: bool = True
-    final_act: bool | None = None
-
-
-@dataclass(frozen=True)
-class Pool:
-    """A max or average pool; ``ceil_mode`` reproduces Caffe's output sizes (32 -> 16 -> 8 with 3/2 pools)."""
-
-    kind: Literal["max", "avg"]
-    kernel: int
-    stride: int
-    ceil_mode: bool = False
-
-
-@dataclass(frozen=True)
-class Dropout:
-    """Dropout with probability ``p`` unless the model's ``drop_rate`` overrides it."""
-
-    p: float = 0.5
-
-
-Stage = Block | Pool | Dropout
 
 _ACT_LAYERS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "elu": nn.ELU}
 _NORM_LAYERS: dict[str, type[nn.Module] | None] = {"batchnorm": nn.BatchNorm2d, "none": None}
@@ -82,34 +42,12 @@ def _resolve_layer(value, table: dict, option: str):
     raise ConfigError(f"unknown {option} {value!r}; use one of {', '.join(table)} or an nn.Module class")
 
 
-def _out_size(size: int, module: nn.Module) -> int:
-    """Output length along one spatial axis of a conv or pool, as PyTorch computes it (0 or less = invalid)."""
-    k, s, p, d = (module.kernel_size, module.stride, module.padding, getattr(module, "dilation", 1))
-    k, s, p, d = (v[0] if isinstance(v, tuple) else v for v in (k, s, p, d))
-    span = size + 2 * p - d * (k - 1) - 1
-    if not getattr(module, "ceil_mode", False):
-        return span // s + 1
-    out = (span + s - 1) // s + 1
-    # PyTorch (like Caffe) drops a last window that would start in the right padding.
-    return out - 1 if (out - 1) * s >= size + p else out
-
-
-def spatial_out_size(module: nn.Module, size: int) -> int:
-    """Output length along one spatial axis after every conv and pool inside ``module`` (0 = too small)."""
-    for layer in module.modules():
-        if isinstance(layer, nn.Conv2d | nn.MaxPool2d | nn.AvgPool2d):
-            size = _out_size(size, layer)
-            if size <= 0:
-                return 0
-    return size
-
-
 class NiN(nn.Module):
     """A Network-in-Network classifier built from a tuple of stage specs.
 
     ``features`` holds the blocks, pools and dropouts; ``head`` pools each class map to one logit (plus a linear
     layer when ``linear_head``). ``forward_features``, ``forward_head`` and ``forward`` are the model API shared by
-    every variant, with the attributes ``num_classes``, ``in_chans``, ``image_size`` and ``min_input_size``.
+    every variant, with the attributes ``num_classes``, ``in_chans``, ``design_size`` and ``min_input_size``.
 
     Args:
         stages: The network as data; ``NUM_CLASSES`` in a channel count becomes ``num_classes``.
@@ -122,7 +60,9 @@ class NiN(nn.Module):
             turning it off avoids the "dead class map" failure (loss stuck at ln(num_classes)).
         linear_head: Width of a linear layer after global pooling (None = no dense layer, the NiN way).
         name: The registered variant name, used in error messages.
-        image_size: The input height and width the variant was designed for (the summary's default).
+        design_size: The input height and width the variant was designed for: ``ninlab summary``'s default input
+            and a checkpoint's input size when it stores none. The network takes any size from ``min_input_size``
+            up; it never resizes (``--data.image_size`` does, in the datamodule).
     """
 
     def __init__(
@@ -137,7 +77,7 @@ class NiN(nn.Module):
         final_act: bool = True,
         linear_head: int | None = None,
         name: str = "nin",
-        image_size: int = 224,
+        design_size: int = 224,
     ) -> None:
         super().__init__()
         if in_chans < 1 or num_classes < 1:
@@ -146,7 +86,7 @@ class NiN(nn.Module):
             raise ConfigError(f"{name}: drop_rate must be in [0, 1), got {drop_rate}")
         act_layer = _resolve_layer(act_layer, _ACT_LAYERS, "act_layer")
         norm_layer = _resolve_layer(norm_layer, _NORM_LAYERS, "norm_layer")
-        self.name, self.in_chans, self.num_classes, self.image_size = name, in_chans, num_classes, image_size
+        self.name, self.in_chans, self.num_classes, self.design_size = name, in_chans, num_classes, design_size
 
         def width(channels: int) -> int:
             return num_classes if channels == NUM_CLASSES else channels
@@ -176,7 +116,6 @@ class NiN(nn.Module):
         elif channels != num_classes:
             raise ConfigError(f"{name}: the last block outputs {channels} maps but num_classes is {num_classes}")
         self.head = nn.Sequential(*head)
-        self.feature_chans = channels
         self.min_input_size = next(s for s in range(1, 4097) if spatial_out_size(self.features, s) > 0)
 
     def check_input(self, x: torch.Tensor) -> None:
@@ -211,7 +150,6 @@ class NiN(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-NC = NUM_CLASSES
 _D2L: tuple[Stage, ...] = (
     Block(96, 11, stride=4, mlp=(96, 96)),  # (B, 96, 54, 54) at 224
     Pool("max", 3, 2),  # (B, 96, 26, 26)
@@ -220,7 +158,7 @@ _D2L: tuple[Stage, ...] = (
     Block(384, 3, padding=1, mlp=(384, 384)),
     Pool("max", 3, 2),  # (B, 384, 5, 5)
     Dropout(0.5),
-    Block(NC, 3, padding=1, mlp=(NC, NC)),  # (B, num_classes, 5, 5): one map per class
+    Block(NUM_CLASSES, 3, padding=1, mlp=(NUM_CLASSES, NUM_CLASSES)),  # (B, num_classes, 5, 5): one map per class
 )
 _CIFAR: tuple[Stage, ...] = (
     Block(192, 5, padding=2, mlp=(160, 96)),
@@ -229,7 +167,7 @@ _CIFAR: tuple[Stage, ...] = (
     Block(192, 5, padding=2, mlp=(192, 192)),
     Pool("avg", 3, 2, ceil_mode=True),  # (B, 192, 8, 8)
     Dropout(0.5),
-    Block(192, 3, padding=1, mlp=(192, NC)),  # (B, num_classes, 8, 8)
+    Block(192, 3, padding=1, mlp=(192, NUM_CLASSES)),  # (B, num_classes, 8, 8)
 )
 _IMAGENET: tuple[Stage, ...] = (
     Block(96, 11, stride=4, mlp=(96, 96)),  # (B, 96, 54, 54) at 224
@@ -239,7 +177,7 @@ _IMAGENET: tuple[Stage, ...] = (
     Block(384, 3, padding=1, mlp=(384, 384)),
     Pool("max", 3, 2, ceil_mode=True),  # (B, 384, 6, 6)
     Dropout(0.5),
-    Block(1024, 3, padding=1, mlp=(1024, NC)),  # (B, num_classes, 6, 6)
+    Block(1024, 3, padding=1, mlp=(1024, NUM_CLASSES)),  # (B, num_classes, 6, 6)
 )
 _MICRO: tuple[Stage, ...] = (Block(16, 1, mlp=(16,)), Block(32, 1, mlp=(32,)), Block(64, 1, mlp=(64,)))
 
@@ -279,7 +217,7 @@ def nin_cifar(
     pools (max then average, 3/2: 32 -> 16 -> 8), dropout 0.5 after the first two, ReLU after every conv.
     """
     return NiN(_CIFAR, in_chans=in_chans, num_classes=num_classes, act_layer=act_layer, norm_layer=norm_layer,
-               drop_rate=drop_rate, final_act=final_act, name="nin_cifar", image_size=32)  # fmt: skip
+               drop_rate=drop_rate, final_act=final_act, name="nin_cifar", design_size=32)  # fmt: skip
 
 
 @register_model
@@ -317,7 +255,7 @@ def nin_micro(
     network (8,858 parameters for 3 channels and 10 classes); use ``nin_fast`` or ``nin_cifar`` for real accuracy.
     """
     return NiN(_MICRO, in_chans=in_chans, num_classes=num_classes, act_layer=act_layer, norm_layer=norm_layer,
-               final_act=final_act, linear_head=num_classes, name="nin_micro", image_size=32)  # fmt: skip
+               final_act=final_act, linear_head=num_classes, name="nin_micro", design_size=32)  # fmt: skip
 
 
 @register_model
@@ -329,22 +267,36 @@ def nin_fast(
     act_layer: type[nn.Module] | str = nn.ReLU,
     norm_layer: type[nn.Module] | str | None = nn.BatchNorm2d,
     drop_rate: float = 0.0,
+    final_act: bool = False,
 ) -> NiN:
     """A small BatchNorm NiN for fast training on 28 x 28 / 32 x 32 images on a CPU.
 
     Three 3x3 mlpconv blocks of ``widths`` channels (each with one 1 x 1 layer), 2x2 max pools after the first two
-    (28 -> 14 -> 7), then a 1 x 1 conv to one map per class (no norm, no final ReLU, so class maps can be
-    negative and never die) and global average pooling.
+    (28 -> 14 -> 7), then a 1 x 1 conv to one map per class (no norm) and global average pooling. Unlike the paper
+    variants, ``final_act`` defaults to False: class maps without a ReLU can be negative and never die. The default
+    widths give 459,594 parameters for 1 channel and 10 classes; the default recipe's 16-64-128 gives 105,946.
+
+    Raises:
+        ConfigError: ``widths`` is not three positive integers.
     """
+    if (
+        isinstance(widths, str)
+        or not isinstance(widths, Sequence)
+        or len(widths) != 3
+        or not all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in widths)
+    ):
+        raise ConfigError(
+            f"nin_fast: widths must be three positive integers (one per 3x3 block, e.g. [16, 64, 128]), got {widths!r}"
+        )
     w1, w2, w3 = widths
     stages = (
-        Block(w1, 3, padding=1, mlp=(w1,)),
-        Pool("max", 2, 2),
+        Block(w1, 3, padding=1, mlp=(w1,)),  # (B, w1, 28, 28) at 28
+        Pool("max", 2, 2),  # (B, w1, 14, 14)
         Block(w2, 3, padding=1, mlp=(w2,)),
-        Pool("max", 2, 2),
+        Pool("max", 2, 2),  # (B, w2, 7, 7)
         Dropout(drop_rate),
         Block(w3, 3, padding=1, mlp=(w3,)),
-        Block(NC, 1, norm=False, final_act=False),
+        Block(NUM_CLASSES, 1, norm=False),  # (B, num_classes, 7, 7)
     )
     return NiN(stages, in_chans=in_chans, num_classes=num_classes, act_layer=act_layer, norm_layer=norm_layer,
-               name="nin_fast", image_size=28)  # fmt: skip
+               final_act=final_act, name="nin_fast", design_size=28)  # fmt: skip

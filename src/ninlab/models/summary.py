@@ -90,7 +90,7 @@ def summarize(
     if not isinstance(model, NiN):
         raise ConfigError(f"summarize needs a NiN model or a name from {', '.join(list_models())}")
     if input_size is None:
-        input_size = (model.in_chans, model.image_size, model.image_size)
+        input_size = (model.in_chans, model.design_size, model.design_size)
     was_training = model.training
     model.eval()
     x = torch.zeros(1, *input_size)

@@ -155,7 +155,7 @@ class NiNClassifier(LightningModule):
         """(C, H, W) of the training batches, else the variant's design size (never below its minimum)."""
         if self.hparams.input_size:
             return tuple(int(d) for d in self.hparams.input_size)
-        side = max(self.net.image_size, self.net.min_input_size)
+        side = max(self.net.design_size, self.net.min_input_size)
         return self.net.in_chans, side, side
 
     @property
