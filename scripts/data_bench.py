@@ -1,6 +1,7 @@
 """Data-layer timings: decode Fashion-MNIST from .gz, load it from the cache, one augmented training epoch.
 
-Usage: ``PYTHONPATH=src python scripts/data_bench.py --root ../shared/data [--repeats 5] [--json out.json]``.
+Usage: ``PYTHONPATH=src python scripts/data_bench.py --root DIR [--repeats 5] [--json out.json]``, ``DIR`` a directory
+holding the official Fashion-MNIST ``.gz`` files (in ``DIR`` or ``DIR/fashion-mnist/``).
 Prints the median of each timing over ``--repeats`` runs next to its target. Uses a temporary cache dir.
 """
 

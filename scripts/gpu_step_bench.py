@@ -1,4 +1,4 @@
-"""Training-step throughput of spec 003's d2l NiN on one GPU, without Lightning: the ceiling for the GPU recipe.
+"""Training-step throughput of the d2l NiN document's network on one GPU, without Lightning: the GPU recipe's ceiling.
 
 Each step does what ``ninlab fit -c configs/gpu_fashion_mnist.yaml`` does for one batch: gather a batch of uint8
 28x28 Fashion-MNIST images already resident on the device (one index tensor per batch), scale to [0, 1], resize to

@@ -7,8 +7,8 @@ back), since a shared CPU's load changes from minute to minute. ``--allocator ke
 command line (ninlab._runtime.host_allocator); the default leaves glibc's malloc as it is. ``--compile`` times the step
 through ``torch.compile`` (inductor; its compile time is printed, not timed). ``--profile`` then profiles 10 more
 steps and prints where a step's time goes, per operator and input shape (torch.profiler, self CPU time).
-``--layout nchw`` times the step in NCHW (spec 000's layout, what ``ninlab bench``'s pipeline A trains in), and
-``--without batchnorm`` / ``--without relu`` drop those layers, so the differences show what they cost.
+``--layout nchw`` times the step in NCHW (the Lightning NiN document's layout, what ``ninlab bench``'s pipeline A
+trains in), and ``--without batchnorm`` / ``--without relu`` drop those layers, so the differences show what they cost.
 
     PYTHONPATH=src python scripts/train_step_bench.py --allocator keep 32-64-128@128 16-64-128@128
 """

@@ -39,7 +39,7 @@ def test_bench_reports_ratios_and_flop_fraction(real_data_dir, tmp_path, capfd):
     assert all(len(rates) == 3 for rates in report["window_images_per_s"].values())
     assert all(mb > 0 for mb in report["peak_rss_mb"].values())
     assert 0 < report["fraction_of_sgemm"] < 2
-    # B and C run with the command line's allocator setting (glibc only), A as spec 000's code would.
+    # B and C run with the command line's allocator setting (glibc only), A as the Lightning NiN document's code would.
     glibc = runs_on_glibc()
     assert report["keeps_freed_memory"] == {"seed_style": False, "ninlab": glibc, "bare": glibc}
     out, err = capfd.readouterr()  # file descriptors: the pipelines' processes write there too
@@ -107,8 +107,8 @@ def test_bench_rounds_vary_order_and_pair_windows(monkeypatch, capsys, precision
 def test_run_round_takes_turns_window_by_window(real_data_dir):
     """The pipelines of a round never compute at the same time: their timed windows alternate A, B, C, A, B, C.
 
-    Run in bf16-mixed, which B (Lightning's precision plugin) and C (autocast) then train in, and A (spec 000's
-    way) does not.
+    Run in bf16-mixed, which B (Lightning's precision plugin) and C (autocast) then train in, and A (the Lightning
+    NiN document's way) does not.
     """
     from ninlab.bench.training import BenchConfig, run_round
 

@@ -98,7 +98,7 @@ def test_init_schemes(scheme):
         assert conv.weight.abs().max().item() <= bound
     if scheme in ("gaussian", "kaiming"):
         assert torch.all(conv.bias == 0)
-    else:  # d2l's train_ch6 (spec 003) re-draws only the weights under Xavier
+    else:  # d2l's train_ch6 (the d2l NiN document) re-draws only the weights under Xavier
         assert torch.equal(conv.bias, default_bias) and default_bias.abs().sum() > 0
 
 

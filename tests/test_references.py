@@ -1,7 +1,8 @@
 """Each faithful variant computes its source network's function: copy the source's weights, compare outputs.
 
-The references below are written independently of ninlab, as the sources describe them: spec 003's d2l NiN,
-spec 000's Lightning example, and Lin et al.'s Caffe CIFAR-10 and ImageNet networks (anchors.md).
+The references below are written independently of ninlab, as the sources describe them (docs/sources.md): the d2l
+NiN document's network, the Lightning NiN document's network, and Lin et al.'s CIFAR-10 and ImageNet networks as
+published in the Caffe model zoo.
 """
 
 import pytest

@@ -1,19 +1,19 @@
-"""`ninlab summary`: spec 003's dimension verification as a table, and its Python API."""
+"""`ninlab summary`: the d2l NiN document's dimension verification as a table, and its Python API."""
 
 import pytest
 
 from ninlab.cli import main
 from ninlab.models.summary import format_summary, summarize
 
-SPEC_003_SHAPES = [(96, 54, 54), (96, 26, 26), (256, 26, 26), (256, 12, 12), (384, 12, 12), (384, 5, 5),
+D2L_DOCUMENT_SHAPES = [(96, 54, 54), (96, 26, 26), (256, 26, 26), (256, 12, 12), (384, 12, 12), (384, 5, 5),
                    (384, 5, 5), (10, 5, 5), (10, 1, 1), (10,)]  # fmt: skip
 
 
-def test_d2l_shapes_match_spec_003():
+def test_d2l_shapes_match_the_d2l_nin_document():
     summary = summarize("nin_d2l", (1, 224, 224))
-    assert [row.output_shape for row in summary.rows] == SPEC_003_SHAPES
+    assert [row.output_shape for row in summary.rows] == D2L_DOCUMENT_SHAPES
     assert summary.params == 1_992_166 == sum(row.params for row in summary.rows)
-    # anchors.md: 0.762 G multiply-adds, 1.52 GFLOPs per 224x224 image.
+    # 0.762 G multiply-adds (1.52 GFLOPs) per 1x224x224 image: the figure docs/sources.md records for d2l's NiN.
     assert round(summary.macs / 1e9, 3) == 0.762
     assert summary.flops == 2 * summary.macs
 
@@ -21,7 +21,7 @@ def test_d2l_shapes_match_spec_003():
 def test_cifar_macs_match_caffe_network():
     summary = summarize("nin_cifar")
     assert summary.input_shape == (3, 32, 32)
-    assert round(summary.macs / 1e6, 1) == 222.5  # anchors.md: 222.5 M multiply-adds per image
+    assert round(summary.macs / 1e6, 1) == 222.5  # per 32x32 image: docs/sources.md, Lin et al.'s Caffe model
 
 
 def test_dense_head_comparison():
