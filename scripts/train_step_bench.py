@@ -1,14 +1,15 @@
 """Raw training-step throughput of nin_fast widths and batch sizes: no Lightning, no data pipeline.
 
-Forward, cross-entropy, backward and an SGD Nesterov step on random channels-last 1x28x28 batches; 5 warm-up steps,
-then images/s over ``--steps`` timed steps, and the process's page faults and kernel CPU time. Used for the
-width/batch/thread/allocator rows of docs/benchmarks.md; compare numbers only within one invocation (or back to
-back), since a shared CPU's load changes from minute to minute. ``--allocator keep`` applies the setting of ninlab's
-command line (ninlab._runtime.host_allocator); the default leaves glibc's malloc as it is. ``--compile`` times the step
-through ``torch.compile`` (inductor; its compile time is printed, not timed). ``--profile`` then profiles 10 more
-steps and prints where a step's time goes, per operator and input shape (torch.profiler, self CPU time).
-``--layout nchw`` times the step in NCHW (the Lightning NiN document's layout, what ``ninlab bench``'s pipeline A
-trains in), and ``--without batchnorm`` / ``--without relu`` drop those layers, so the differences show what they cost.
+Forward, cross-entropy, backward and an SGD Nesterov step on random channels-last 1x28x28 batches; 5 warm-up steps, then
+images/s over ``--steps`` timed steps, and the process's page faults and kernel CPU time. Used for the
+width/batch/thread/allocator rows of docs/benchmarks.md and docs/notes/measurement-history.md; compare numbers only
+within one invocation (or back to back), since a shared CPU's load changes from minute to minute. ``--allocator keep``
+applies the setting of ninlab's command line (ninlab._runtime.host_allocator); the default leaves glibc's malloc as it
+is. ``--compile`` times the step through ``torch.compile`` (inductor; its compile time is printed, not timed).
+``--profile`` then profiles 10 more steps and prints where a step's time goes, per operator and input shape
+(torch.profiler, self CPU time). ``--layout nchw`` times the step in NCHW (the Lightning NiN document's layout, what
+``ninlab bench``'s pipeline A trains in), and ``--without batchnorm`` / ``--without relu`` drop those layers, so the
+differences show what they cost.
 
     PYTHONPATH=src python scripts/train_step_bench.py --allocator keep 32-64-128@128 16-64-128@128
 """
