@@ -43,8 +43,10 @@ def download_file(url: str, dest: Path, md5: str, max_bytes: int = MAX_DOWNLOAD_
             limit = min(max_bytes, free) if free is not None else max_bytes
             _refuse_oversized(url, dest, total or 0, limit, free)
             with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=None) as bar:
+                received = 0  # not bar.n: a disabled bar (no terminal) counts nothing
                 while chunk := response.read(_CHUNK):
-                    _refuse_oversized(url, dest, bar.n + len(chunk), limit, free)
+                    received += len(chunk)
+                    _refuse_oversized(url, dest, received, limit, free)
                     out.write(chunk)
                     digest.update(chunk)
                     bar.update(len(chunk))
