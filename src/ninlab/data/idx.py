@@ -28,7 +28,7 @@ _DTYPES = {
 }
 
 
-def read_idx_bytes(path: Path) -> bytearray:
+def read_idx_bytes(path: Path) -> bytes:
     """The decoded bytes of the IDX file at ``path``, gunzipped when its name ends in ``.gz``.
 
     Never more than the header declares plus one byte is read (the extra byte tells an oversized file), so a small
@@ -51,9 +51,7 @@ def read_idx_bytes(path: Path) -> bytearray:
                     f"{path}: expected at most {room} bytes in a {path.stat().st_size}-byte file, found a header "
                     f"declaring {expected}; the file is truncated or corrupt, download it again"
                 )
-            data = bytearray(head)
-            data += file.read((expected if expected is not None else len(head)) - len(head) + 1)
-            return data
+            return head + file.read((expected if expected is not None else len(head)) - len(head) + 1)
     except (OSError, EOFError, zlib.error) as error:
         raise DataError(
             f"{path}: expected a readable{' gzip' if gz else ''} IDX file, found {error}; the file is damaged, "
@@ -69,7 +67,7 @@ def _declared_size(head: bytes) -> int | None:
     return 4 + 4 * head[3] + math.prod(int(d) for d in shape) * _DTYPES[head[2]].itemsize
 
 
-def decode_idx(data: bytes | bytearray, path: Path, ndim: int) -> np.ndarray:
+def decode_idx(data: bytes, path: Path, ndim: int) -> np.ndarray:
     """Parse IDX bytes into an array with ``ndim`` dimensions (native byte order, no copy for uint8).
 
     Args:
