@@ -7,7 +7,11 @@ the same command needs to fail on a missing file, so a reader that inflated firs
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import gzip
+import io
+import json
 import os
 import shutil
 import struct
@@ -18,12 +22,14 @@ import time
 import zipfile
 import zlib
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from lightning.pytorch import Callback
 
 from conftest import REPO_ROOT, idx_bytes
+from ninlab._runtime import tensor_files
 from ninlab.cli import main
 from ninlab.data.cifar import CIFAR10
 from ninlab.data.download import download_file
@@ -98,30 +104,43 @@ def test_full_disk_checkpoint_is_one_line_naming_file_and_room(statvfs, tmpfs, t
     lines = _error_lines(capsys.readouterr().err)
     assert code == 1 and len(lines) == 1, lines
     assert "No space left on device (needs about" in lines[0] and lines[0].endswith(".ckpt"), lines[0]
-    assert not list(runs.rglob("*")) or not list(runs.rglob("*.ckpt")), "no torn checkpoint may be left"
-    assert not [p for p in runs.rglob("*") if p.is_file()], "a run without a checkpoint is removed"
+    assert not [p for p in runs.rglob("*") if p.is_file()], "a run without a checkpoint is removed, torn files too"
 
 
 class FillDisk(Callback):
-    """Fills the file system of ``folder`` up to ``leave`` bytes when epoch ``epoch`` starts."""
+    """Fills the file system of ``folder`` up to ``leave`` bytes when epoch ``epoch`` starts, or when training ends
+    (``epoch=-1``: the checkpoints are written, the run record is not)."""
 
     def __init__(self, folder: str, epoch: int = 1, leave: int = 64 * 1024) -> None:
         self.folder, self.epoch, self.leave = Path(folder), epoch, leave
 
+    def _fill(self) -> None:
+        stat = os.statvfs(self.folder)
+        with open(self.folder / "filler", "wb") as file:
+            file.write(b"\0" * max(0, stat.f_bavail * stat.f_frsize - self.leave))
+
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         if trainer.current_epoch == self.epoch:
-            stat = os.statvfs(self.folder)
-            with open(self.folder / "filler", "wb") as file:
-                file.write(b"\0" * max(0, stat.f_bavail * stat.f_frsize - self.leave))
+            self._fill()
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self.epoch == -1:
+            self.leave = 0
+            self._fill()
+
+
+def _fill_disk(disk: Path, epoch: int) -> str:
+    init = {"folder": str(disk), "epoch": epoch}
+    return json.dumps([{"class_path": "test_reliability_resources.FillDisk", "init_args": init}])
 
 
 def test_disk_filling_mid_run_keeps_earlier_checkpoints_resumable(tmpfs, tmp_path, capsys):
     disk = tmpfs("disk", "size=8m")
     runs, data = disk / "runs", _data(tmp_path / "data")
-    fill = f'[{{"class_path": "test_reliability_resources.FillDisk", "init_args": {{"folder": "{disk}"}}}}]'
-    code = main(_fit(data, runs, "--trainer.max_epochs", "3", "--trainer.callbacks", fill))
+    code = main(_fit(data, runs, "--trainer.max_epochs", "3", "--trainer.callbacks", _fill_disk(disk, 1)))
     lines = _error_lines(capsys.readouterr().err)
-    assert code == 1 and len(lines) == 1 and "No space left on device" in lines[0], lines
+    assert code == 1 and len(lines) == 1 and "No space left on device (needs about" in lines[0], lines
+    assert lines[0].endswith(".ckpt"), lines[0]
     (last,) = runs.rglob("last.ckpt")
     assert read_checkpoint(last)["epoch"] == 0, "epoch 0's checkpoint must stay as it was"
     assert not list(runs.rglob(".*.tmp")), "no temporary file may be left"
@@ -129,6 +148,66 @@ def test_disk_filling_mid_run_keeps_earlier_checkpoints_resumable(tmpfs, tmp_pat
     assert main(_fit(data, runs, "--trainer.max_epochs", "2", "--ckpt_path", "last")) == 0
     resumed = max(runs.rglob("last.ckpt"), key=lambda p: p.stat().st_mtime)
     assert resumed != last and read_checkpoint(resumed)["epoch"] == 1
+
+
+def test_disk_full_when_writing_the_run_record_names_it_and_keeps_the_checkpoints(tmpfs, tmp_path, capsys):
+    disk = tmpfs("disk", "size=8m")
+    runs = disk / "runs"
+    code = main(_fit(_data(tmp_path / "data"), runs, *TINY, "--trainer.callbacks", _fill_disk(disk, -1)))
+    lines = _error_lines(capsys.readouterr().err)
+    assert code == 1 and len(lines) == 1 and "No space left on device" in lines[0], lines
+    assert lines[0].endswith(("summary.json", "curves.png")), lines[0]
+    (last,) = runs.rglob("last.ckpt")
+    assert read_checkpoint(last)["epoch"] == 0
+    assert not list(runs.rglob(".*.tmp")) and not list(runs.rglob("curves.png")), "no torn file may be left"
+
+
+def test_quota_exceeded_mid_write_is_one_line(tmp_path, capsys, monkeypatch):
+    """EDQUOT (which statvfs cannot foresee) from the file's write(), swallowed by torch.save's zip writer."""
+    atomic_open = tensor_files.atomic_open
+
+    @contextlib.contextmanager
+    def over_quota_after(path, limit=4096):
+        with atomic_open(path) as file:
+            written = 0
+
+            def write(data):
+                nonlocal written
+                written += len(data)
+                if written > limit:
+                    raise OSError(errno.EDQUOT, os.strerror(errno.EDQUOT))
+                return type(file).write(file, data)
+
+            yield SimpleNamespace(write=write, flush=file.flush)
+
+    monkeypatch.setattr(tensor_files, "atomic_open", over_quota_after)
+    runs = tmp_path / "runs"
+    code = main(_fit(_data(tmp_path / "data"), runs, *TINY, "--trainer.enable_progress_bar", "false"))
+    lines = _error_lines(capsys.readouterr().err)
+    assert code == 1 and len(lines) == 1 and "Disk quota exceeded (needs about" in lines[0], lines
+    assert lines[0].endswith(".ckpt") and not [p for p in runs.rglob("*") if p.is_file()], lines[0]
+
+
+def test_short_writes_still_give_whole_files(tmp_path, monkeypatch):
+    """NFS-style short write() counts: every atomic write (checkpoints, summary, plots) loops until all is written."""
+    fdopen = os.fdopen
+
+    class ShortWrites(io.FileIO):
+        def write(self, data) -> int:
+            return super().write(memoryview(data)[:1000])  # never more than 1000 bytes per call
+
+    def short_fdopen(fd, mode="r", *args, **kwargs):
+        return io.BufferedWriter(ShortWrites(fd, "w")) if mode == "wb" else fdopen(fd, mode, *args, **kwargs)
+
+    monkeypatch.setattr(os, "fdopen", short_fdopen)
+    runs = tmp_path / "runs"
+    assert main(_fit(_data(tmp_path / "data"), runs, *TINY, "--trainer.enable_progress_bar", "false")) == 0
+    monkeypatch.undo()
+    (last,) = runs.rglob("last.ckpt")
+    assert read_checkpoint(last)["epoch"] == 0
+    (summary,) = runs.rglob("summary.json")
+    assert json.loads(summary.read_text())["test_acc"] is not None
+    assert next(runs.rglob("curves.png")).read_bytes().startswith(b"\x89PNG")
 
 
 def test_read_only_run_root_is_one_line(tmpfs, tmp_path, capsys):
