@@ -162,6 +162,22 @@ def test_disk_full_when_writing_the_run_record_names_it_and_keeps_the_checkpoint
     assert not list(runs.rglob(".*.tmp")) and not list(runs.rglob("curves.png")), "no torn file may be left"
 
 
+class NamelessWriteFailure(Callback):
+    """Fails as a logger's write to a full disk does: an ``OSError`` with no file name (CSVLogger, TensorBoard)."""
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_nameless_write_failure_names_the_run_directory(tmp_path, capsys):
+    callbacks = json.dumps([{"class_path": "test_reliability_resources.NamelessWriteFailure"}])
+    runs = tmp_path / "runs"
+    code = main(_fit(_data(tmp_path / "data"), runs, *TINY, "--trainer.callbacks", callbacks))
+    lines = _error_lines(capsys.readouterr().err)
+    assert code == 1 and len(lines) == 1, lines
+    assert "No space left on device writing the run's logs (" in lines[0] and str(runs) in lines[0], lines[0]
+
+
 def test_quota_exceeded_mid_write_is_one_line(tmp_path, capsys, monkeypatch):
     """EDQUOT (which statvfs cannot foresee) from the file's write(), swallowed by torch.save's zip writer."""
     atomic_open = tensor_files.atomic_open

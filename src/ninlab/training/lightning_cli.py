@@ -261,10 +261,10 @@ def run(argv: Sequence[str]) -> int:
         raise
     except (NinlabError, OSError) as error:
         run_dir = os.environ.get(RUN_DIR_ENV)
+        free = free_bytes(run_dir) if run_dir else None  # before the run directory may be discarded
         _discard_unfinished_run(inherited_run_dir)
         if isinstance(error, OSError) and error.errno and error.filename is None and run_dir:
             # Loggers' writes (metrics.csv, TensorBoard events) fail without a file name: name the run directory.
-            free = free_bytes(run_dir) if Path(run_dir).is_dir() else None
             room = f" ({free // 1024} KiB free)" if free is not None else ""
             raise OSError(error.errno, f"{error.strerror} writing the run's logs{room}", run_dir) from error
         raise
