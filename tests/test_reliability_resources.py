@@ -137,7 +137,7 @@ def _fill_disk(disk: Path, epoch: int) -> str:
 def test_disk_filling_mid_run_keeps_earlier_checkpoints_resumable(tmpfs, tmp_path, capsys):
     disk = tmpfs("disk", "size=8m")
     runs, data = disk / "runs", _data(tmp_path / "data")
-    code = main(_fit(data, runs, "--trainer.max_epochs", "3", "--trainer.callbacks", _fill_disk(disk, 1)))
+    code = main(_fit(data, runs, "--trainer.max_epochs", "2", "--trainer.callbacks", _fill_disk(disk, 1)))
     lines = _error_lines(capsys.readouterr().err)
     assert code == 1 and len(lines) == 1 and "No space left on device (needs about" in lines[0], lines
     assert lines[0].endswith(".ckpt"), lines[0]
