@@ -9,25 +9,30 @@ needs one file per array plus a side file for class names.)
 The key of an entry covers the dataset name, split, reader options and every source file's path, size and
 ``mtime_ns``: replacing or editing a source changes the key, and the stale entry is removed when the new one is
 written. Writes go to a temporary file that is moved into place, so readers never see a partial entry.
+
+The cache is only an optimisation: a cache directory that cannot be written (full, read-only, over quota) costs
+one warning line, and the decoded set is used without being cached.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import pickle
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 
-from ninlab._runtime.atomic import atomic_open
+from ninlab._runtime.tensor_files import save_atomically
 from ninlab.data.imageset import ImageSet
-from ninlab.data.locate import cache_dir
+from ninlab.data.locate import CACHE_ENV, cache_dir
 
 __all__ = ["cache_entry", "load_or_build"]
 
 _FORMAT = 1
+_log = logging.getLogger(__name__)
 
 
 def cache_entry(name: str, split: str, sources: Sequence[Path], options: dict) -> Path:
@@ -67,7 +72,12 @@ def load_or_build(
         return cached
     imageset = build()
     accept(imageset)
-    _write(entry, imageset)
+    try:
+        _write(entry, imageset)
+    except OSError as error:
+        where = error.filename or entry
+        _log.warning(f"ninlab: warning: decoded {name}/{split} not cached, {where}: {error.strerror or error}; "
+                     f"going on without the cache (free space there or point ${CACHE_ENV} elsewhere)")  # fmt: skip
     return imageset
 
 
@@ -103,8 +113,7 @@ def _write(entry: Path, imageset: ImageSet) -> None:
         "source": str(imageset.source) if imageset.source else "",
         "checksum": imageset.checksum,
     }
-    with atomic_open(entry) as file:
-        torch.save(payload, file)
+    save_atomically(payload, entry)
     prefix = entry.name.rsplit("-", 1)[0] + "-"
     for stale in entry.parent.glob(f"{prefix}*.pt"):
         if stale != entry:

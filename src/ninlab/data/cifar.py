@@ -6,7 +6,10 @@ on them. :class:`_CifarUnpickler` resolves only the globals a CIFAR batch needs 
 instance, raises :class:`DataError` before it is imported. Under the strict checksum policy each batch's md5 is also
 checked before it is unpickled at all.
 
-Archives are read in memory, member by member, never extracted; every member is first screened with the
+Archives are read in memory, member by member, never extracted. Memory stays bounded whatever an archive claims: at
+most :data:`_MAX_MEMBERS` members, none declaring more than the largest official member and all together no more than
+:data:`_MAX_ARCHIVE_BYTES`, checked on each member's header before its bytes are inflated. Every member is first
+screened with the
 standard library's ``tarfile.data_filter`` (the ``filter="data"`` policy) plus a refusal of absolute names, so an
 archive holding absolute paths, ``..`` components, links leaving the archive or device files is refused as a whole.
 """
@@ -36,6 +39,8 @@ __all__ = ["CIFAR10", "CIFAR100", "CIFAR_DATASETS", "CifarDataset", "load_cifar"
 # Python 2 wrote the official pickles with numpy.core; numpy >= 2 writes numpy._core. Both names map to the
 # running numpy's objects (ndarray.__reduce__ exposes the reconstructor under either version).
 _RECONSTRUCT = np.zeros(0).__reduce__()[0]
+_MAX_MEMBERS = 64  # the official archives hold 8 (CIFAR-10) and 5 (CIFAR-100) plus their folder
+_MAX_ARCHIVE_BYTES = 256 << 20  # both official archives inflate to about 178 MiB
 _ALLOWED_GLOBALS = {
     ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,
     ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,
@@ -57,6 +62,7 @@ class CifarDataset:
     meta: str
     label_key: str
     names_key: str
+    max_member_bytes: int  # the largest official member, rounded up: a member declaring more is refused unread
 
     @property
     def url(self) -> str:
@@ -82,6 +88,7 @@ CIFAR10 = CifarDataset(
     meta="batches.meta",
     label_key="labels",
     names_key="label_names",
+    max_member_bytes=32 << 20,  # a batch: 10000 x 3072 image bytes plus labels and file names, 29.6 MiB
 )
 
 CIFAR100 = CifarDataset(
@@ -98,6 +105,7 @@ CIFAR100 = CifarDataset(
     meta="meta",
     label_key="fine_labels",
     names_key="fine_label_names",
+    max_member_bytes=160 << 20,  # train: 50000 x 3072 image bytes plus labels and file names, about 150 MiB
 )
 
 CIFAR_DATASETS = {spec.name: spec for spec in (CIFAR10, CIFAR100)}
@@ -161,7 +169,8 @@ def read_cifar(spec: CifarDataset, split: str, source: Path, strict: bool = True
             a checksum mismatch.
     """
     names = [*spec.members[split], spec.meta]
-    raw = _read_folder(source, names) if source.is_dir() else _read_archive(source, spec.folder, names)
+    limit = spec.max_member_bytes
+    raw = _read_folder(source, names, limit) if source.is_dir() else _read_archive(source, spec.folder, names, limit)
     verified = all(md5_bytes(raw[name]) == spec.member_md5[name] for name in names)
     if strict and not verified:
         bad = next(name for name in names if md5_bytes(raw[name]) != spec.member_md5[name])
@@ -192,10 +201,12 @@ def read_cifar(spec: CifarDataset, split: str, source: Path, strict: bool = True
     )
 
 
-def _read_folder(folder: Path, names: list[str]) -> dict[str, bytes]:
+def _read_folder(folder: Path, names: list[str], limit: int) -> dict[str, bytes]:
     raw = {}
     for name in names:
         try:
+            if (size := (folder / name).stat().st_size) > limit:
+                raise DataError(f"{folder / name}: expected a batch of at most {limit} bytes, found {size}; delete it")
             raw[name] = (folder / name).read_bytes()
         except OSError as error:
             raise DataError(
@@ -204,13 +215,15 @@ def _read_folder(folder: Path, names: list[str]) -> dict[str, bytes]:
     return raw
 
 
-def _read_archive(archive: Path, folder: str, names: list[str]) -> dict[str, bytes]:
+def _read_archive(archive: Path, folder: str, names: list[str], limit: int) -> dict[str, bytes]:
     wanted = {f"{folder}/{name}": name for name in names}
-    raw = {}
+    raw, count, total = {}, 0, 0
     try:
         with tarfile.open(archive, "r:gz") as tar:
             for member in tar:
+                count, total = count + 1, total + member.size
                 _screen(member, archive)
+                _bound(member, archive, count, total, limit)
                 if member.name in wanted and member.isfile():
                     raw[wanted[member.name]] = tar.extractfile(member).read()
     except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
@@ -222,6 +235,17 @@ def _read_archive(archive: Path, folder: str, names: list[str]) -> dict[str, byt
             "this is not the official python-version archive"
         )
     return raw
+
+
+def _bound(member: tarfile.TarInfo, archive: Path, count: int, total: int, limit: int) -> None:
+    """Refuse an archive that would inflate beyond what any official CIFAR archive holds."""
+    name, size, most = member.name, member.size, _MAX_ARCHIVE_BYTES
+    found = (f"more than {_MAX_MEMBERS} members" if count > _MAX_MEMBERS
+             else f"member {name!r} declaring {size} bytes (official: under {limit})" if size > limit
+             else f"members declaring over {most} bytes" if total > most else "")  # fmt: skip
+    if found:
+        raise DataError(f"{archive}: expected an official CIFAR archive, found {found}; it is a decompression bomb "
+                        "or not the official archive, delete it")  # fmt: skip
 
 
 def _screen(member: tarfile.TarInfo, archive: Path) -> None:

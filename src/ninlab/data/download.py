@@ -1,4 +1,4 @@
-"""Downloading a dataset file: streamed with a progress bar, md5-checked, and written atomically."""
+"""Downloading a dataset file: streamed with a progress bar, size-capped, md5-checked, and written atomically."""
 
 from __future__ import annotations
 
@@ -11,22 +11,26 @@ from urllib.request import urlopen
 
 from tqdm import tqdm
 
+from ninlab._runtime.tensor_files import free_bytes
 from ninlab.errors import DataError
 
 __all__ = ["download_file"]
 
 _CHUNK = 1 << 20
+MAX_DOWNLOAD_BYTES = 256 << 20
+"""The most a download may bring: the largest official file (the CIFAR-10 archive) is 163 MiB."""
 
 
-def download_file(url: str, dest: Path, md5: str) -> Path:
+def download_file(url: str, dest: Path, md5: str, max_bytes: int = MAX_DOWNLOAD_BYTES) -> Path:
     """Download ``url`` to ``dest`` and return ``dest``.
 
     The bytes go to a temporary file next to ``dest`` and are moved into place with :func:`os.replace` only once
     their md5 matches, so ``dest`` is either absent or complete and verified. The temporary file is removed on any
-    failure, ``KeyboardInterrupt`` included.
+    failure, ``KeyboardInterrupt`` included. A server announcing or sending more than ``max_bytes``, or more than
+    the disk has room for, is cut off.
 
     Raises:
-        DataError: the download failed or its md5 is not ``md5``.
+        DataError: the download failed, was larger than ``max_bytes`` or the free space, or its md5 is not ``md5``.
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
@@ -35,8 +39,14 @@ def download_file(url: str, dest: Path, md5: str) -> Path:
         digest = hashlib.md5()
         with os.fdopen(fd, "wb") as out, urlopen(url, timeout=60) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
+            free = free_bytes(dest.parent)
+            limit = min(max_bytes, free) if free is not None else max_bytes
+            _refuse_oversized(url, dest, total or 0, limit, free)
             with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=None) as bar:
+                received = 0  # not bar.n: a disabled bar (no terminal) counts nothing
                 while chunk := response.read(_CHUNK):
+                    received += len(chunk)
+                    _refuse_oversized(url, dest, received, limit, free)
                     out.write(chunk)
                     digest.update(chunk)
                     bar.update(len(chunk))
@@ -56,3 +66,12 @@ def download_file(url: str, dest: Path, md5: str) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     return dest
+
+
+def _refuse_oversized(url: str, dest: Path, size: int, limit: int, free: int | None) -> None:
+    if size > limit:
+        room = f"the {free} bytes free in {dest.parent}" if free is not None and free < limit else f"{limit} bytes"
+        raise DataError(
+            f"{url}: expected {dest.name} to take at most {room}, the server sends {size} bytes or more; "
+            f"free space, or fetch {dest.name} by hand into {dest.parent}"
+        )

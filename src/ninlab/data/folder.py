@@ -11,6 +11,7 @@ Pillow's ``convert``; transparency is dropped.
 from __future__ import annotations
 
 import os
+import warnings
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
@@ -141,8 +142,11 @@ def _open(path: Path) -> Image.Image:
     if path.stat().st_size == 0:
         raise DataError(f"{path}: expected an image, found an empty file; delete it or replace it")
     try:
-        return Image.open(path)
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as error:
+        with warnings.catch_warnings():
+            # Pillow only warns between MAX_IMAGE_PIXELS and twice that, then decodes gigabytes anyway: refuse both.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return Image.open(path)
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise DataError(f"{path}: expected an image Pillow can read, found {error}; delete or re-export it") from error
 
 

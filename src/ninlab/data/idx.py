@@ -17,6 +17,7 @@ from ninlab.errors import DataError
 
 __all__ = ["decode_idx", "read_idx_bytes"]
 
+_MAX_DEFLATE_RATIO = 1032  # deflate's best case (long runs of one byte); a header declaring more is a lie
 _DTYPES = {
     0x08: np.dtype(np.uint8),
     0x09: np.dtype(np.int8),
@@ -30,19 +31,40 @@ _DTYPES = {
 def read_idx_bytes(path: Path) -> bytes:
     """The decoded bytes of the IDX file at ``path``, gunzipped when its name ends in ``.gz``.
 
+    Never more than the header declares plus one byte is read (the extra byte tells an oversized file), so a small
+    gzip that inflates to gigabytes, or a header declaring more than the file can hold, costs no memory.
+
     Raises:
-        DataError: the file cannot be read or is not valid gzip.
+        DataError: the file cannot be read, is not valid gzip, or holds more or fewer bytes than its header declares.
     """
+    gz = path.suffix == ".gz"
     try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as file:
-                return file.read()
-        return path.read_bytes()
+        with gzip.open(path, "rb") if gz else path.open("rb") as file:
+            head = file.read(4)
+            dims = head[3] if len(head) == 4 and head[:2] == b"\0\0" else 0
+            head += file.read(4 * dims)
+            expected = _declared_size(head)
+            # Deflate inflates at most ~1032:1, so a header declaring more than that of the file is refused unread.
+            room = path.stat().st_size * (_MAX_DEFLATE_RATIO if gz else 1) + 64
+            if expected is not None and expected > room:
+                raise DataError(
+                    f"{path}: expected at most {room} bytes in a {path.stat().st_size}-byte file, found a header "
+                    f"declaring {expected}; the file is truncated or corrupt, download it again"
+                )
+            return head + file.read((expected if expected is not None else len(head)) - len(head) + 1)
     except (OSError, EOFError, zlib.error) as error:
         raise DataError(
-            f"{path}: expected a readable{' gzip' if path.suffix == '.gz' else ''} IDX file, "
-            f"found {error}; the file is damaged, download it again"
+            f"{path}: expected a readable{' gzip' if gz else ''} IDX file, found {error}; the file is damaged, "
+            "download it again"
         ) from error
+
+
+def _declared_size(head: bytes) -> int | None:
+    """Total bytes (header included) an IDX header declares; ``None`` when ``head`` is no complete IDX header."""
+    if len(head) < 4 or head[:2] != b"\0\0" or head[2] not in _DTYPES or len(head) < 4 + 4 * head[3]:
+        return None  # decode_idx names what is wrong
+    shape = np.frombuffer(head, dtype=">u4", count=head[3], offset=4)
+    return 4 + 4 * head[3] + math.prod(int(d) for d in shape) * _DTYPES[head[2]].itemsize
 
 
 def decode_idx(data: bytes, path: Path, ndim: int) -> np.ndarray:

@@ -4,7 +4,8 @@ Writing: Lightning's ``TorchCheckpointIO`` saves through an fsspec transaction, 
 temporary file in the system temp dir and then ``shutil.move``s it: across file systems (``/tmp`` on tmpfs, runs on
 disk) that move is a copy straight into ``last.ckpt``, and nothing is fsynced, so a kill or power cut mid-copy
 leaves a torn checkpoint that ``--ckpt_path last`` would then try to resume. :class:`SafeCheckpointIO` writes
-through :func:`ninlab._runtime.atomic.atomic_open` instead (same directory, fsync, ``os.replace``).
+through :func:`ninlab._runtime.tensor_files.save_atomically` instead (same directory, fsync, ``os.replace``; a full
+disk is an ``OSError`` naming the file and the space it needs, not torch's ``RuntimeError``).
 
 Reading: a checkpoint is a pickle, and unpickling can run code. Every checkpoint ninlab opens (``--ckpt_path``,
 ``export``, ``predict-images``) goes through :func:`read_checkpoint`, i.e. ``torch.load(weights_only=True)``, which
@@ -22,8 +23,9 @@ import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.fabric.utilities.cloud_io import get_filesystem
 
-from ninlab._runtime.atomic import atomic_open
+from ninlab._runtime.tensor_files import save_atomically
 from ninlab.errors import CheckpointError
+from ninlab.training.checkpoint_checks import refuse_compressed_bomb, refuse_non_finite
 
 __all__ = ["SafeCheckpointIO", "read_checkpoint"]
 
@@ -32,11 +34,13 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """The checkpoint at ``path``, loaded on the CPU as plain data (``weights_only=True``).
 
     Raises:
-        CheckpointError: No such file, or a file that is truncated, foreign or carries code (nothing of it runs).
+        CheckpointError: No such file, or a file that is truncated, foreign or carries code (nothing of it runs), a
+            decompression bomb (refused before it is inflated) or holds NaN/inf weights.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint file at {path}; pass a .ckpt from a run's checkpoints/ folder")
+    refuse_compressed_bomb(path)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for truncated, foreign or code-carrying files
@@ -50,6 +54,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
                               f"PyTorch checkpoint ({reason})") from error  # fmt: skip
     if not isinstance(checkpoint, dict):
         raise CheckpointError(f"{path} is not a training checkpoint (found a {type(checkpoint).__name__})")
+    refuse_non_finite(checkpoint, path)
     return checkpoint
 
 
@@ -70,8 +75,7 @@ class SafeCheckpointIO(TorchCheckpointIO):
             super().save_checkpoint(checkpoint, path, storage_options)
             return
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with atomic_open(path) as file:
-            torch.save(checkpoint, file)
+        save_atomically(checkpoint, path)  # a full disk: one OSError naming the file and the room it needs
 
     def load_checkpoint(self, path: str | os.PathLike, map_location: Any = None, weights_only: bool | None = None):
         """Read a local checkpoint with :func:`read_checkpoint` (``weights_only`` is always True for local files)."""

@@ -36,6 +36,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from ninlab._runtime.environment import cpu_has_native_bf16
+from ninlab._runtime.tensor_files import free_bytes
 from ninlab.data import ImageDataModule
 from ninlab.errors import CheckpointError, ConfigError, NinlabError, TrainingError
 from ninlab.training.callbacks import (
@@ -258,8 +259,14 @@ def run(argv: Sequence[str]) -> int:
         raise ConfigError(" ".join(str(error).split())) from error
     except TrainingError:  # a guard stopped a run that trained: its directory records why
         raise
-    except (NinlabError, OSError):
+    except (NinlabError, OSError) as error:
+        run_dir = os.environ.get(RUN_DIR_ENV)
+        free = free_bytes(run_dir) if run_dir else None  # before the run directory may be discarded
         _discard_unfinished_run(inherited_run_dir)
+        if isinstance(error, OSError) and error.errno and error.filename is None and run_dir:
+            # Loggers' writes (metrics.csv, TensorBoard events) fail without a file name: name the run directory.
+            room = f" ({free // 1024} KiB free)" if free is not None else ""
+            raise OSError(error.errno, f"{error.strerror} writing the run's logs{room}", run_dir) from error
         raise
     except SystemExit as exit_:  # --help and --print_config exit through argparse
         return exit_.code if isinstance(exit_.code, int) else 0

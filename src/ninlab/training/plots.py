@@ -1,7 +1,8 @@
 """Figures of a training run: loss/accuracy curves per epoch and the test confusion matrix.
 
 Figures are drawn on matplotlib's Agg canvas directly (no pyplot), so plotting never needs a display and never
-touches global backend state.
+touches global backend state. They are written atomically: a full disk leaves the previous figure (or none), never a
+torn PNG.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from pathlib import Path
 import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+
+from ninlab._runtime.atomic import atomic_open
 
 __all__ = ["epoch_metrics", "plot_confusion_matrix", "plot_curves"]
 
@@ -45,7 +48,7 @@ def plot_curves(epochs: dict[int, dict[str, float]], path: str | Path, title: st
         ax.legend()
     if title:
         fig.suptitle(title)
-    fig.savefig(path, dpi=100)
+    _save(fig, path)
 
 
 def plot_confusion_matrix(matrix: torch.Tensor, class_names: list[str], path: str | Path, title: str = "") -> None:
@@ -66,4 +69,9 @@ def plot_confusion_matrix(matrix: torch.Tensor, class_names: list[str], path: st
             for j in range(n):
                 colour = "white" if rates[i, j] > 0.5 else "black"
                 ax.text(j, i, int(counts[i, j]), ha="center", va="center", fontsize=7, color=colour)
-    fig.savefig(path, dpi=100)
+    _save(fig, path)
+
+
+def _save(fig: Figure, path: str | Path) -> None:
+    with atomic_open(path) as file:
+        fig.savefig(file, format="png", dpi=100)

@@ -7,6 +7,7 @@ code and hardware that produced it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -106,7 +107,11 @@ class RunReport(Callback):
             plot_curves(epoch_metrics(metrics_csv), self.run_dir(trainer) / "curves.png", title=pl_module.hparams.model)
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
-        if trainer.is_global_zero:  # a failed run still says why in its directory
+        if not trainer.is_global_zero:
+            return
+        # A failed run still says why in its directory, where it can; on a full or read-only disk it cannot, and
+        # the error that stopped the run (not this write's) is the one the user must see.
+        with contextlib.suppress(OSError):
             self._update_summary(trainer, pl_module, {"error": f"{type(exception).__name__}: {exception}"})
 
     def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
