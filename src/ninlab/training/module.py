@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from typing import Any
+from typing import Any, TypedDict
 
 import torch
 import torch.nn.functional as F
@@ -21,8 +21,27 @@ from ninlab.models.init import init_weights
 from ninlab.models.registry import create_model
 from ninlab.training.metrics import EpochTally
 from ninlab.training.optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_scheduler, check_choice
+from ninlab.training.untrusted import check_hyperparameters, plain_data_problem
 
-__all__ = ["SPLITS", "NiNClassifier"]
+__all__ = ["SPLITS", "ModelKwargs", "NiNClassifier"]
+
+
+class ModelKwargs(TypedDict, total=False):
+    """The model builders' options that ``model_kwargs`` may set (each builder takes some: ``ninlab summary``).
+
+    Plain values only, layers chosen by name, so a checkpoint stays data and a config never names a class to build.
+    jsonargparse validates ``model_kwargs`` against this type instead of ``Any``: a ``class_path`` dict there is
+    refused when parsing, before anything is imported.
+    """
+
+    in_chans: int
+    num_classes: int
+    widths: list[int]
+    act_layer: str  # relu, gelu, silu, elu
+    norm_layer: str | None  # batchnorm, none
+    drop_rate: float
+    final_act: bool
+
 
 SPLITS = ("train", "val", "test")
 # torch.compile modes (torch._inductor.list_mode_options() names them, plus "default").
@@ -38,7 +57,8 @@ class NiNClassifier(LightningModule):
 
     Args:
         model: Registered model name (see ``ninlab.list_models()``).
-        model_kwargs: Keyword arguments of the model builder (``widths``, ``final_act``, ``norm_layer``...).
+        model_kwargs: Keyword arguments of the model builder (``widths``, ``final_act``, ``norm_layer``...), plain
+            values only (layers by name): see :class:`ModelKwargs`.
         num_classes: Number of classes; the CLI links it from the datamodule. None keeps the builder's default.
         in_chans: Input channels; the CLI links it from the datamodule. None keeps the builder's default.
         class_names: Class names, stored so prediction needs nothing but the checkpoint.
@@ -71,7 +91,7 @@ class NiNClassifier(LightningModule):
     def __init__(
         self,
         model: str = "nin_fast",
-        model_kwargs: dict[str, Any] | None = None,
+        model_kwargs: ModelKwargs | None = None,
         num_classes: int | None = None,
         in_chans: int | None = None,
         class_names: list[str] | None = None,
@@ -97,6 +117,10 @@ class NiNClassifier(LightningModule):
         compile_mode: str = "default",
     ) -> None:
         super().__init__()
+        problem = plain_data_problem(model_kwargs or {}, "model_kwargs")
+        if problem:  # a class here could not be stored in a checkpoint that loads as plain data
+            raise ConfigError(f"{problem}; model_kwargs takes plain values (numbers, strings, booleans, lists of "
+                              "them), e.g. {widths: [16, 64, 128], norm_layer: batchnorm}")  # fmt: skip
         self.save_hyperparameters()
         self._check_options()
         kwargs = dict(model_kwargs or {})
@@ -237,6 +261,7 @@ class NiNClassifier(LightningModule):
         saved = checkpoint.get("hyper_parameters")
         if not isinstance(saved, dict):
             raise CheckpointError("the checkpoint has no model hyperparameters; it was not written by ninlab fit")
+        check_hyperparameters(type(self), saved, "the checkpoint")
         mine = self.hparams
         wanted = {"model": mine.model, "model_kwargs": dict(mine.model_kwargs or {}),
                   "classes": self.num_classes, "channels": self.net.in_chans}  # fmt: skip
