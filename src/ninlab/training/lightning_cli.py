@@ -162,11 +162,16 @@ class NinlabCLI(LightningCLI):
                                                                     config.name))  # fmt: skip
         if not Path(ckpt_path).is_file():
             return  # Lightning's own names ("best", "hpc") or a missing file: the trainer reports those
-        hparams = read_checkpoint(ckpt_path).get("hyper_parameters")
+        checkpoint = read_checkpoint(ckpt_path)
+        hparams = checkpoint.get("hyper_parameters")
         if not isinstance(hparams, dict) or "model" not in hparams:
             raise CheckpointError(f"{ckpt_path} is not a ninlab checkpoint (no NiNClassifier hyperparameters); "
                                   "pass a .ckpt written by ninlab fit")  # fmt: skip
         check_hyperparameters(NiNClassifier, hparams, ckpt_path)
+        # Never merged (the data options come from the config), but LightningDataModule.load_from_checkpoint would.
+        if checkpoint.get("datamodule_hyper_parameters") is not None:
+            check_hyperparameters(ImageDataModule, checkpoint["datamodule_hyper_parameters"], ckpt_path,
+                                  "datamodule_hyper_parameters")  # fmt: skip
         if not resume_last:
             self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from typing import Any, TypedDict
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -18,29 +18,12 @@ from torch import nn
 
 from ninlab.errors import CheckpointError, ConfigError
 from ninlab.models.init import init_weights
-from ninlab.models.registry import create_model
+from ninlab.models.registry import ModelKwargs, create_model
 from ninlab.training.metrics import EpochTally
 from ninlab.training.optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_scheduler, check_choice
 from ninlab.training.untrusted import check_hyperparameters, plain_data_problem
 
-__all__ = ["SPLITS", "ModelKwargs", "NiNClassifier"]
-
-
-class ModelKwargs(TypedDict, total=False):
-    """The model builders' options that ``model_kwargs`` may set (each builder takes some: ``ninlab summary``).
-
-    Plain values only, layers chosen by name, so a checkpoint stays data and a config never names a class to build.
-    jsonargparse validates ``model_kwargs`` against this type instead of ``Any``: a ``class_path`` dict there is
-    refused when parsing, before anything is imported.
-    """
-
-    in_chans: int
-    num_classes: int
-    widths: list[int]
-    act_layer: str  # relu, gelu, silu, elu
-    norm_layer: str | None  # batchnorm, none
-    drop_rate: float
-    final_act: bool
+__all__ = ["SPLITS", "NiNClassifier"]
 
 
 SPLITS = ("train", "val", "test")
@@ -117,10 +100,8 @@ class NiNClassifier(LightningModule):
         compile_mode: str = "default",
     ) -> None:
         super().__init__()
-        problem = plain_data_problem(model_kwargs or {}, "model_kwargs")
-        if problem:  # a class here could not be stored in a checkpoint that loads as plain data
-            raise ConfigError(f"{problem}; model_kwargs takes plain values (numbers, strings, booleans, lists of "
-                              "them), e.g. {widths: [16, 64, 128], norm_layer: batchnorm}")  # fmt: skip
+        if problem := plain_data_problem(model_kwargs or {}, "model_kwargs"):  # a class could not be checkpointed
+            raise ConfigError(f"{problem}; model_kwargs takes plain values, e.g. {{widths: [8, 16], norm_layer: none}}")
         self.save_hyperparameters()
         self._check_options()
         kwargs = dict(model_kwargs or {})

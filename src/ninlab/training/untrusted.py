@@ -86,7 +86,8 @@ def plain_data_problem(value: Any, where: str, limits: PlainLimits = PlainLimits
                     return f"{place} has a {key!r} key, which names code to import"
                 stack.append((sub, f"{place}.{key}", depth + 1))
         else:
-            return f"{place} is a {type(item).__module__}.{type(item).__qualname__}, not a plain value"
+            kind = f"the class {item.__qualname__}" if isinstance(item, type) else f"a {type(item).__qualname__}"
+            return f"{place} is {kind}, not a plain value"
     return None
 
 
@@ -160,30 +161,30 @@ def _mismatch(name: str, value: Any, hint: Any) -> str | None:
     return f"{name} should be {_describe(hint)}, found {type(value).__name__} {_short(value)}"
 
 
-def hyperparameter_problem(cls: type, hparams: Any) -> str | None:
-    """What makes ``hparams`` (a checkpoint's ``hyper_parameters``) unfit to build ``cls`` with; None if nothing.
+def hyperparameter_problem(cls: type, hparams: Any, key: str = "hyper_parameters") -> str | None:
+    """What makes ``hparams`` (a checkpoint's entry ``key``) unfit to build ``cls`` with; None if nothing.
 
     They must be plain data (:func:`plain_data_problem`), name only parameters of ``cls.__init__`` and have the
     types its annotations declare. Missing parameters are fine (older checkpoints; the defaults apply).
     """
     if not isinstance(hparams, dict):
-        return f"hyper_parameters is a {type(hparams).__name__}, not a dict of {cls.__name__} options"
-    problem = plain_data_problem(hparams, "hyper_parameters")
+        return f"{key} is a {type(hparams).__name__}, not a dict of {cls.__name__} options"
+    problem = plain_data_problem(hparams, key)
     if problem:
         return problem
     parameters = dict(inspect.signature(cls.__init__).parameters)
     parameters.pop("self", None)
     unknown = sorted(set(hparams) - set(parameters))
     if unknown:
-        return f"hyper_parameters has {', '.join(map(repr, unknown[:5]))}, which {cls.__name__} does not take"
+        return f"{key} has {', '.join(map(repr, unknown[:5]))}, which {cls.__name__} does not take"
     hints = typing.get_type_hints(cls.__init__)
-    problems = (_mismatch(f"hyper_parameters.{name}", value, hints.get(name, Any)) for name, value in hparams.items())
+    problems = (_mismatch(f"{key}.{name}", value, hints.get(name, Any)) for name, value in hparams.items())
     return next((problem for problem in problems if problem), None)
 
 
-def check_hyperparameters(cls: type, hparams: Any, source: str) -> None:
+def check_hyperparameters(cls: type, hparams: Any, source: str, key: str = "hyper_parameters") -> None:
     """Raise :class:`CheckpointError` naming ``source`` when :func:`hyperparameter_problem` finds a problem."""
-    problem = hyperparameter_problem(cls, hparams)
+    problem = hyperparameter_problem(cls, hparams, key)
     if problem:
         raise CheckpointError(
             f"{source} cannot be used: {problem}; a checkpoint holds plain {cls.__name__} options "
