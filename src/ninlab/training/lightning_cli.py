@@ -197,7 +197,7 @@ class NinlabCLI(LightningCLI):
             kwargs.setdefault("profiler", NullProfiler())
         try:
             trainer = super().instantiate_trainer(**kwargs)
-        except MisconfigurationException as error:  # contradictory trainer flags
+        except (MisconfigurationException, ValueError) as error:  # contradictory or unknown trainer flags
             raise ConfigError(" ".join(str(error).split())) from error
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # the default, not a user's plugin
             trainer.strategy.checkpoint_io = SafeCheckpointIO()
