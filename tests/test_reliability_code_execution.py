@@ -402,3 +402,16 @@ def test_a_failed_export_removes_the_folders_it_created(trained, tmp_path, monke
     assert main(["export", str(trained["checkpoint"]), "-o", str(output)]) == 1
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
     assert list((tmp_path / "existing").iterdir()) == []
+
+
+def test_a_recursive_yaml_document_is_one_line(trained, tmp_path, capsys):
+    config = _config(tmp_path, "model:\n  step_epochs: &a [1, *a]\n")
+    _refused(_lightning("fit", trained, tmp_path / "runs", "-c", str(config)), tmp_path / "x", tmp_path / "runs",
+             capsys, says="a YAML alias refers to the node that contains it")  # fmt: skip
+
+
+def test_export_refuses_a_folder_as_output(trained, tmp_path, capsys):
+    (tmp_path / "out").mkdir()
+    _refused(["export", str(trained["checkpoint"]), "-o", str(tmp_path / "out"), "--overwrite"], tmp_path / "x",
+             tmp_path / "r", capsys, says="is a folder")  # fmt: skip
+    assert list((tmp_path / "out").iterdir()) == []
