@@ -14,6 +14,10 @@ Guards where the bytes enter:
 * It also makes jsonargparse's YAML loader refuse a document whose aliases would repeat more than
   :data:`MAX_ALIAS_NODES` nodes ("billion laughs"): PyYAML builds an alias as a shared reference, but jsonargparse
   copies and walks every path, and formats the value into its error messages.
+
+Trust: a config (``-c``) is trusted like the command line for class-typed trainer options, which may name any
+importable subclass of their base type (resolving the name imports its module); model and data values, and anything
+in a checkpoint, never name a class.
 """
 
 from __future__ import annotations
