@@ -16,6 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``ninlab export``."""
     parser.add_argument("checkpoint", help="a .ckpt written by ninlab fit")
     parser.add_argument("-o", "--output", help="ONNX file to write (default: the checkpoint path with .onnx)")
+    parser.add_argument("--overwrite", action="store_true", help="replace --output if it exists (never the checkpoint)")
     parser.add_argument("--opset", type=int, default=18, help="ONNX opset version (default 18)")
     parser.add_argument("--atol", type=float, default=1e-4, help="max abs logit difference allowed (default 1e-4)")
 
@@ -26,6 +27,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--atol must be positive, got {args.atol}")
     model = load_classifier(args.checkpoint)
     output = Path(args.output) if args.output else Path(args.checkpoint).with_suffix(".onnx")
-    diff = export_onnx(model, output, opset=args.opset, atol=args.atol)
+    diff = export_onnx(model, output, opset=args.opset, atol=args.atol, overwrite=args.overwrite,
+                       source=args.checkpoint)  # fmt: skip
     print(f"wrote {output} ({output.stat().st_size:,} bytes); onnxruntime vs PyTorch max abs diff {diff:.2e}")
     return 0

@@ -10,13 +10,31 @@ from __future__ import annotations
 import fnmatch
 import inspect
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TypedDict, TypeVar
 
 from torch import nn
 
 from ninlab.errors import ConfigError
 
-__all__ = ["create_model", "list_models", "register_model"]
+__all__ = ["ModelKwargs", "create_model", "list_models", "register_model"]
+
+
+class ModelKwargs(TypedDict, total=False):
+    """The builders' options as plain values (each builder takes some), the type of ``NiNClassifier.model_kwargs``.
+
+    Layers are chosen by name, so a checkpoint stays data and a config never names a class to build; jsonargparse
+    validates ``model_kwargs`` against this type instead of ``Any``, so a ``class_path`` dict there is refused when
+    parsing, before anything is imported. A builder option added later must be added here too (a test checks).
+    """
+
+    in_chans: int
+    num_classes: int
+    widths: list[int]
+    act_layer: str  # relu, gelu, silu, elu
+    norm_layer: str | None  # batchnorm, none
+    drop_rate: float
+    final_act: bool
+
 
 _Builder = TypeVar("_Builder", bound=Callable[..., nn.Module])
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {}

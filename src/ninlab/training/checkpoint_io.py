@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -42,20 +43,39 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"no checkpoint file at {path}; pass a .ckpt from a run's checkpoints/ folder")
     refuse_compressed_bomb(path)
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # a pickle of another protocol is refused below; torch's warning is noise
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for truncated, foreign or code-carrying files
-        code = re.search(r"GLOBAL ([\w.]+)", str(error))
-        if code:  # torch's own advice (retry with weights_only=False) is exactly what must not be done here
-            raise CheckpointError(f"{path} cannot be read safely as a checkpoint: it refers to code ({code[1]}), "
-                                  "which no checkpoint needs; it was tampered with or is not a ninlab checkpoint, "
-                                  "and nothing of it was run") from error  # fmt: skip
-        reason = f"{type(error).__name__}: {' '.join(str(error).split())[:200]}"
-        raise CheckpointError(f"{path} cannot be read safely as a checkpoint: it is truncated, damaged or not a "
-                              f"PyTorch checkpoint ({reason})") from error  # fmt: skip
+        raise CheckpointError(_unreadable_message(path, error)) from error
     if not isinstance(checkpoint, dict):
         raise CheckpointError(f"{path} is not a training checkpoint (found a {type(checkpoint).__name__})")
     refuse_non_finite(checkpoint, path)
     return checkpoint
+
+
+def _unreadable_message(path: Path, error: Exception) -> str:
+    """ninlab's line for a file ``torch.load(weights_only=True)`` refused.
+
+    Never torch's own text where it mentions ``weights_only``: it advises retrying with ``weights_only=False``, which
+    is exactly what must not be done with a file that failed here.
+    """
+    text = " ".join(str(error).split())
+    start = f"{path} cannot be read safely as a checkpoint"
+    code = re.search(r"GLOBAL ([\w.]+)", text)
+    if code:
+        return (f"{start}: it refers to code ({code[1]}), which no checkpoint needs; it was tampered with or is not a "
+                "ninlab checkpoint, and nothing of it was run")  # fmt: skip
+    if "legacy .tar format" in text:
+        return (f"{start}: it is in PyTorch's legacy tar format, which cannot be read as plain data; it is not a "
+                "checkpoint of ninlab fit (those are zip files), and nothing of it was run")  # fmt: skip
+    refused = re.search(r"WeightsUnpickler error: (.*?)(?: Check the documentation|$)", text)
+    if refused or "weights_only" in text:
+        detail = f" ({refused[1][:120]})" if refused else ""
+        return (f"{start}: it is a raw pickle or holds data the plain-data reader refuses{detail}; it is not a "
+                "checkpoint of ninlab fit, and nothing of it was run")  # fmt: skip
+    return (f"{start}: it is truncated, damaged or not a PyTorch checkpoint ({type(error).__name__}: "
+            f"{text[:200]})")  # fmt: skip
 
 
 def _is_local(path: str | os.PathLike) -> bool:

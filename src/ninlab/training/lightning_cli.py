@@ -51,6 +51,7 @@ from ninlab.training.callbacks import (
 from ninlab.training.checkpoint_io import SafeCheckpointIO, read_checkpoint
 from ninlab.training.module import NiNClassifier
 from ninlab.training.profiler import NullProfiler
+from ninlab.training.untrusted import check_hyperparameters, harden_config_parsing
 
 __all__ = [
     "DEFAULT_RECIPE",
@@ -138,29 +139,42 @@ class NinlabCLI(LightningCLI):
         # With run=False (the benchmark builds the fit path this way) there is no subcommand level.
         return self.config[self.subcommand] if self.subcommand else self.config
 
-    def _parse_ckpt_path(self) -> None:
-        """Read ``--ckpt_path`` safely before LightningCLI merges its hyperparameters into the config.
+    def __init__(self, *args, **kwargs) -> None:
+        harden_config_parsing()  # before any parser exists: configs and command lines never name code in values
+        super().__init__(*args, **kwargs)
 
-        LightningCLI then rebuilds the model from the checkpoint's own hyperparameters (model name and kwargs); the
-        classes and channels still come from the data, and :meth:`NiNClassifier.on_load_checkpoint` refuses a
-        checkpoint that does not fit them. A truncated, foreign or tampered file becomes one :class:`CheckpointError`
-        line here instead of an unpickling traceback.
+    def _parse_ckpt_path(self) -> None:
+        """Read and check ``--ckpt_path`` (``last``: the newest ``last.ckpt`` of this name) before anything is built.
+
+        The file is read as plain data (:func:`read_checkpoint`) and its hyperparameters must be plain
+        :class:`NiNClassifier` options (:func:`check_hyperparameters`), or it is refused with one line. Then, as in
+        LightningCLI, an explicit path's hyperparameters (model name and kwargs) are merged into the config, from the
+        data read here: the file is not opened again. ``last`` keeps this run's own options. The classes and channels
+        still come from the data, and :meth:`NiNClassifier.on_load_checkpoint` refuses a checkpoint that does not fit.
         """
         subcommand = self.config.get("subcommand")
-        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
-        if ckpt_path and Path(ckpt_path).is_file():
-            checkpoint = read_checkpoint(ckpt_path)
-            hparams = checkpoint.get("hyper_parameters")
-            if not isinstance(hparams, dict) or "model" not in hparams:
-                raise CheckpointError(f"{ckpt_path} is not a ninlab checkpoint (no NiNClassifier hyperparameters); "
-                                      "pass a .ckpt written by ninlab fit")  # fmt: skip
-        super()._parse_ckpt_path()
-
-    def before_instantiate_classes(self) -> None:
-        """Resolve ``--ckpt_path last`` to the newest ``last.ckpt`` of the runs with this name."""
-        config = self._active_config
-        if config.get("ckpt_path") == "last":
-            config.ckpt_path = str(find_last_checkpoint(config.trainer.default_root_dir or _DEFAULT_ROOT, config.name))
+        config = self.config[subcommand] if subcommand else None
+        ckpt_path = config.get("ckpt_path") if config else None
+        if not ckpt_path:
+            return
+        resume_last = ckpt_path == "last"
+        if resume_last:
+            ckpt_path = config.ckpt_path = str(find_last_checkpoint(config.trainer.default_root_dir or _DEFAULT_ROOT,
+                                                                    config.name))  # fmt: skip
+        if not Path(ckpt_path).is_file():
+            return  # Lightning's own names ("best", "hpc") or a missing file: the trainer reports those
+        checkpoint = read_checkpoint(ckpt_path)
+        hparams = checkpoint.get("hyper_parameters")
+        if not isinstance(hparams, dict) or "model" not in hparams:
+            raise CheckpointError(f"{ckpt_path} is not a ninlab checkpoint (no NiNClassifier hyperparameters); "
+                                  "pass a .ckpt written by ninlab fit")  # fmt: skip
+        check_hyperparameters(NiNClassifier, hparams, ckpt_path)
+        # Never merged (the data options come from the config), but LightningDataModule.load_from_checkpoint would.
+        if checkpoint.get("datamodule_hyper_parameters") is not None:
+            check_hyperparameters(ImageDataModule, checkpoint["datamodule_hyper_parameters"], ckpt_path,
+                                  "datamodule_hyper_parameters")  # fmt: skip
+        if not resume_last:
+            self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
 
     def instantiate_trainer(self, **kwargs) -> Trainer:
         """The trainer, writing into the run directory with CSV and TensorBoard loggers unless others are configured.
@@ -184,7 +198,7 @@ class NinlabCLI(LightningCLI):
             kwargs.setdefault("profiler", NullProfiler())
         try:
             trainer = super().instantiate_trainer(**kwargs)
-        except MisconfigurationException as error:  # contradictory trainer flags
+        except (MisconfigurationException, ValueError) as error:  # contradictory or unknown trainer flags
             raise ConfigError(" ".join(str(error).split())) from error
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # the default, not a user's plugin
             trainer.strategy.checkpoint_io = SafeCheckpointIO()

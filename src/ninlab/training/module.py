@@ -18,11 +18,13 @@ from torch import nn
 
 from ninlab.errors import CheckpointError, ConfigError
 from ninlab.models.init import init_weights
-from ninlab.models.registry import create_model
+from ninlab.models.registry import ModelKwargs, create_model
 from ninlab.training.metrics import EpochTally
 from ninlab.training.optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_scheduler, check_choice
+from ninlab.training.untrusted import check_hyperparameters, plain_data_problem
 
 __all__ = ["SPLITS", "NiNClassifier"]
+
 
 SPLITS = ("train", "val", "test")
 # torch.compile modes (torch._inductor.list_mode_options() names them, plus "default").
@@ -38,7 +40,8 @@ class NiNClassifier(LightningModule):
 
     Args:
         model: Registered model name (see ``ninlab.list_models()``).
-        model_kwargs: Keyword arguments of the model builder (``widths``, ``final_act``, ``norm_layer``...).
+        model_kwargs: Keyword arguments of the model builder (``widths``, ``final_act``, ``norm_layer``...), plain
+            values only (layers by name): see :class:`ModelKwargs`.
         num_classes: Number of classes; the CLI links it from the datamodule. None keeps the builder's default.
         in_chans: Input channels; the CLI links it from the datamodule. None keeps the builder's default.
         class_names: Class names, stored so prediction needs nothing but the checkpoint.
@@ -71,7 +74,7 @@ class NiNClassifier(LightningModule):
     def __init__(
         self,
         model: str = "nin_fast",
-        model_kwargs: dict[str, Any] | None = None,
+        model_kwargs: ModelKwargs | None = None,
         num_classes: int | None = None,
         in_chans: int | None = None,
         class_names: list[str] | None = None,
@@ -97,6 +100,8 @@ class NiNClassifier(LightningModule):
         compile_mode: str = "default",
     ) -> None:
         super().__init__()
+        if problem := plain_data_problem(model_kwargs or {}, "model_kwargs"):  # a class could not be checkpointed
+            raise ConfigError(f"{problem}; model_kwargs takes plain values, e.g. {{widths: [8, 16], norm_layer: none}}")
         self.save_hyperparameters()
         self._check_options()
         kwargs = dict(model_kwargs or {})
@@ -237,6 +242,7 @@ class NiNClassifier(LightningModule):
         saved = checkpoint.get("hyper_parameters")
         if not isinstance(saved, dict):
             raise CheckpointError("the checkpoint has no model hyperparameters; it was not written by ninlab fit")
+        check_hyperparameters(type(self), saved, "the checkpoint")
         mine = self.hparams
         wanted = {"model": mine.model, "model_kwargs": dict(mine.model_kwargs or {}),
                   "classes": self.num_classes, "channels": self.net.in_chans}  # fmt: skip
