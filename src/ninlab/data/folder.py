@@ -83,8 +83,9 @@ def list_images(folder: str | os.PathLike) -> tuple[list[Path], list[int], list[
     class_dirs = _class_folders(folder)
     files: list[Path] = []
     labels: list[int] = []
+    top = folder.stat()
     for label, class_dir in enumerate(class_dirs):
-        found = _image_files(class_dir, {})
+        found = _image_files(class_dir, {(top.st_dev, top.st_ino): folder})
         if not found:
             hidden = sorted(p.name for p in class_dir.iterdir() if _skipped(p.name))
             holds = f"only skipped files ({', '.join(hidden[:3])})" if hidden else "nothing"
