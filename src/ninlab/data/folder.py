@@ -29,7 +29,16 @@ from ninlab.data.decode import IMAGE_SUFFIXES, decode_images, map_chunks, probe_
 from ninlab.data.imageset import ImageSet
 from ninlab.errors import DataError, DataNotFoundError
 
-__all__ = ["IMAGE_SUFFIXES", "VAL_FOLDERS", "find_splits", "list_images", "load_folder", "load_images"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "VAL_FOLDERS",
+    "class_name",
+    "find_splits",
+    "list_images",
+    "load_folder",
+    "load_images",
+    "printable",
+]
 
 VAL_FOLDERS = ("val", "valid", "validation")
 """Names a validation split's folder may have next to ``train/``."""
@@ -98,7 +107,12 @@ def list_images(folder: str | os.PathLike) -> tuple[list[Path], list[int], list[
 
 def class_name(path: Path) -> str:
     """The class name of a class folder: its name, with ``\\xNN`` for bytes that are not valid UTF-8."""
-    return os.fsencode(path.name).decode("utf-8", "backslashreplace")
+    return printable(path.name)
+
+
+def printable(path: str | os.PathLike) -> str:
+    """``path`` as text any UTF-8 output can hold: bytes of a file name that are not UTF-8 become ``\\xNN``."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def _class_folders(folder: Path) -> list[Path]:
