@@ -64,7 +64,7 @@ def find_splits(root: str | os.PathLike) -> dict[str, Path]:
     train = base / "train"
     if not (train.is_dir() and any(entry.is_dir() for entry in _visible(train))):
         return {"train": base}
-    folders = [entry for entry in _visible(base) if entry.is_dir()]
+    folders = [Path(entry.path) for entry in _visible(base) if entry.is_dir()]
     vals = [entry for entry in folders if entry.name in VAL_FOLDERS]
     others = [entry.name for entry in folders if entry.name not in ("train", "test", *VAL_FOLDERS)]
     if others or len(vals) > 1:
@@ -116,7 +116,7 @@ def printable(path: str | os.PathLike) -> str:
 
 
 def _class_folders(folder: Path) -> list[Path]:
-    folders = sorted((entry for entry in _visible(folder) if entry.is_dir()), key=class_name)
+    folders = sorted((Path(entry.path) for entry in _visible(folder) if entry.is_dir()), key=class_name)
     if not folders:
         raise DataNotFoundError(f"{folder}: expected one folder per class holding images (root/<class>/*.png), "
                                 "found none; pass --data.root pointing at such a folder")  # fmt: skip
@@ -127,9 +127,10 @@ def _skipped(name: str) -> bool:
     return name.startswith(".") or name.lower() in _JUNK
 
 
-def _visible(folder: Path) -> list[Path]:
+def _visible(folder: Path) -> list[os.DirEntry]:
+    # A DirEntry knows from the listing itself whether it is a file or a folder: no stat() per file.
     with os.scandir(folder) as entries:
-        return sorted(Path(entry.path) for entry in entries if not _skipped(entry.name))
+        return sorted((entry for entry in entries if not _skipped(entry.name)), key=lambda entry: entry.name)
 
 
 def _image_files(folder: Path, ancestors: dict[tuple[int, int], Path]) -> list[Path]:
@@ -141,11 +142,12 @@ def _image_files(folder: Path, ancestors: dict[tuple[int, int], Path]) -> list[P
                         "remove the link")  # fmt: skip
     ancestors = {**ancestors, key: folder}
     files = []
-    for path in _visible(folder):
-        if path.is_dir():
+    for entry in _visible(folder):
+        path = Path(entry.path)
+        if entry.is_dir():
             files += _image_files(path, ancestors)
-        elif not path.is_file():  # listed but no file: a dangling link, a link to itself, a socket...
-            found = "a dangling link" if path.is_symlink() else "no regular file"
+        elif not entry.is_file():  # listed but no file: a dangling link, a link to itself, a socket...
+            found = "a dangling link" if entry.is_symlink() else "no regular file"
             raise DataError(f"{path}: expected a readable image, found {found}; fix or remove it")
         elif path.suffix.lower() in IMAGE_SUFFIXES:
             files.append(path)
@@ -180,20 +182,22 @@ def load_folder(
                                 f"add {base / split}/<class>/ images")  # fmt: skip
     classes = _check_classes(splits)
     files, labels, own = list_images(splits[split])
-    labels = [classes.index(own[label]) for label in labels] if own != classes else labels
-    if image_size is None or channels is None:
-        train_files = files if split == "train" else list_images(splits["train"])[0]
-        common_size, common_channels = _most_common_shape(train_files)
-        image_size, channels = image_size or common_size, channels or common_channels
-    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    if own != classes:  # a val/test split lacking some classes: look its labels up by name
+        index = {name: i for i, name in enumerate(classes)}
+        labels = [index[own[label]] for label in labels]
+    size = (image_size, image_size) if isinstance(image_size, int) else image_size
     # The classes are part of the key: a val/test split's labels change when train/ gains or loses a class.
-    options = {"image_size": list(size), "channels": channels, "classes": classes}
+    options = {"image_size": list(size) if size else None, "channels": channels, "classes": classes}
 
     def build() -> ImageSet:
-        what = f"{splits[split]} ({len(files):,} images)"
-        return ImageSet(name="folder", split=split, images=decode_images(files, channels, size, what=what),
-                        labels=torch.tensor(labels, dtype=torch.int64), classes=classes,
-                        source=splits[split])  # fmt: skip
+        shape, chans = size, channels
+        if shape is None or chans is None:  # only on a cache miss: the size pass opens every training file
+            common_shape, common_channels = _most_common_shape(files if split == "train" else
+                                                               list_images(splits["train"])[0])  # fmt: skip
+            shape, chans = shape or common_shape, chans or common_channels
+        images = decode_images(files, chans, tuple(shape), what=f"{splits[split]} ({len(files):,} images)")
+        return ImageSet(name="folder", split=split, images=images, labels=torch.tensor(labels, dtype=torch.int64),
+                        classes=classes, source=splits[split])  # fmt: skip
 
     return load_or_build("folder", split, files, options, build, accept=lambda imageset: None)
 
