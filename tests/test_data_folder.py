@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import struct
@@ -165,6 +166,20 @@ def test_many_tiny_files_take_the_parallel_path(tmp_path, monkeypatch):
     files, _, _ = list_images(tmp_path)
     assert loaded.images.shape == (600, 1, 2, 2) and torch.equal(loaded.images, decode_images(files, 1, (2, 2), 1))
     assert loaded.images[:3, 0, 0, 0].tolist() == [1, 3, 5]  # class a first, files in sorted order
+
+
+@pytest.mark.parametrize(("terminal", "delay", "shown"), [(True, 0.0, True), (True, 60.0, False), (False, 0.0, False)])
+def test_progress_bar_only_on_a_terminal_and_only_when_long(tmp_path, monkeypatch, terminal, delay, shown):
+    files = [save(tmp_path / f"{i}.png", Image.new("L", (2, 2))) for i in range(8)]
+
+    class Stderr(io.StringIO):
+        def isatty(self) -> bool:
+            return terminal
+
+    monkeypatch.setattr("sys.stderr", stderr := Stderr())
+    monkeypatch.setattr(decode_module, "PROGRESS_DELAY", delay)
+    decode_images(files, 1, (2, 2))
+    assert ("decoding images: 100%" in stderr.getvalue()) == shown
 
 
 def test_decode_that_cannot_fit_in_memory_is_refused(tmp_path, monkeypatch, isolated_cache):

@@ -44,6 +44,9 @@ _SWAPS_SIDES = frozenset({5, 6, 7, 8})  # EXIF orientations that turn the image 
 PARALLEL_MIN = 512
 """Fewer images than this are decoded in this process: starting worker processes would cost more than it saves."""
 
+PROGRESS_DELAY = 1.0
+"""Seconds a decode runs before its progress bar appears (on a terminal's stderr only): short decodes show none."""
+
 Size = tuple[int, int]
 
 
@@ -134,7 +137,7 @@ def decode_images(
         size: ``(height, width)``.
         workers: Worker processes; ``None`` = one per usable core for sets of at least :data:`PARALLEL_MIN`
             images, 1 = decode in this process.
-        what: How the error about memory names the set (``"…/train (50,000 images)"``).
+        what: How the error about memory names the set (its folder).
 
     Raises:
         ConfigError: ``channels`` is not 1 or 3.
@@ -170,7 +173,7 @@ def map_chunks(function: Callable[[list[Path]], Sequence], files: Sequence[Path]
     workers = max(1, min(workers, len(files)))
     size = max(1, min(256, len(files) // (workers * 8) or 1))
     chunks = [list(files[i : i + size]) for i in range(0, len(files), size)]
-    with tqdm(total=len(files), desc=description, unit="img", disable=None, delay=1.0) as bar:
+    with tqdm(total=len(files), desc=description, unit="img", disable=None, delay=PROGRESS_DELAY) as bar:
         if workers == 1:
             for chunk in chunks:
                 yield (result := function(chunk))

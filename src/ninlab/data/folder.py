@@ -195,7 +195,7 @@ def load_folder(
             common_shape, common_channels = _most_common_shape(files if split == "train" else
                                                                list_images(splits["train"])[0])  # fmt: skip
             shape, chans = shape or common_shape, chans or common_channels
-        images = decode_images(files, chans, tuple(shape), what=f"{splits[split]} ({len(files):,} images)")
+        images = decode_images(files, chans, tuple(shape), what=str(splits[split]))
         return ImageSet(name="folder", split=split, images=images, labels=torch.tensor(labels, dtype=torch.int64),
                         classes=classes, source=splits[split])  # fmt: skip
 
