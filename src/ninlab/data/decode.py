@@ -33,7 +33,17 @@ from tqdm import tqdm
 from ninlab._runtime.memory import require_memory
 from ninlab.errors import ConfigError, DataError
 
-__all__ = ["GREY_MODES", "IMAGE_SUFFIXES", "decode_image", "decode_images", "open_image", "probe_image"]
+__all__ = [
+    "GREY_MODES",
+    "IMAGE_SUFFIXES",
+    "PARALLEL_MIN",
+    "PROGRESS_DELAY",
+    "decode_image",
+    "decode_images",
+    "map_chunks",
+    "open_image",
+    "probe_image",
+]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
@@ -160,7 +170,7 @@ def decode_images(
 
 
 def _decode_chunk(paths: Sequence[Path], channels: int, size: Size) -> np.ndarray:
-    return np.stack([decode_image(path, channels, size) for path in paths]) if paths else np.empty(0, np.uint8)
+    return np.stack([decode_image(path, channels, size) for path in paths])
 
 
 def map_chunks(function: Callable[[list[Path]], Sequence], files: Sequence[Path], workers: int | None,
