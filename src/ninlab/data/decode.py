@@ -62,11 +62,11 @@ Size = tuple[int, int]
 
 def open_image(path: Path) -> Image.Image:
     """Open ``path`` with Pillow (reading only its header); an empty or unreadable file raises :class:`DataError`."""
-    if path.stat().st_size == 0:
-        raise DataError(f"{path}: expected an image, found an empty file; delete it or replace it")
     try:
         return Image.open(path)
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as error:
+        if path.is_file() and path.stat().st_size == 0:  # checked only on failure: no extra stat() per image
+            raise DataError(f"{path}: expected an image, found an empty file; delete it or replace it") from error
         raise DataError(f"{path}: expected an image Pillow can read, found {error}; delete or re-export it") from error
 
 
@@ -129,7 +129,7 @@ def _to_mode(image: Image.Image, mode: str, path: Path) -> Image.Image:
     if image.mode in _ALPHA_MODES or "transparency" in image.info:
         rgba = image.convert("RGBA")
         image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
-    return image.convert(mode)
+    return image if image.mode == mode else image.convert(mode)
 
 
 def decode_images(
