@@ -28,14 +28,14 @@ def main() -> None:
     import torch
 
     from ninlab._runtime.environment import machine_info
-    from ninlab.data.decode import _usable_cores, decode_images
-    from ninlab.data.folder import _most_common_shape, find_splits, list_images
+    from ninlab.data.decode import decode_images, usable_cores
+    from ninlab.data.folder import find_splits, list_images, most_common_shape
 
     start = time.perf_counter()
     files = [f for folder in find_splits(args.root).values() for f in list_images(folder)[0]]
     listing = time.perf_counter() - start
     start = time.perf_counter()
-    size, channels = _most_common_shape(files)
+    size, channels = most_common_shape(files)
     probe = time.perf_counter() - start
     results: dict[str, list[float]] = {"serial": [], "parallel": []}
     decoded = {}
@@ -55,7 +55,7 @@ def main() -> None:
         **{f"{name}_median_s": round(statistics.median(times), 3) for name, times in results.items()},
         **{f"{name}_s": [round(t, 3) for t in times] for name, times in results.items()},
         "speedup": round(statistics.median(results["serial"]) / statistics.median(results["parallel"]), 2),
-        "workers": _usable_cores(),
+        "workers": usable_cores(),
         "identical": identical,
         "load_average_before": load_before,
         "load_average_after": os.getloadavg(),

@@ -158,7 +158,7 @@ def test_many_tiny_files_take_the_parallel_path(tmp_path, monkeypatch):
     for i in range(decode_module.PARALLEL_MIN + 88):
         save(tmp_path / ("a" if i % 2 else "b") / f"{i:05d}.png", Image.new("L", (2, 2), i % 256))
     pools = []
-    monkeypatch.setattr(decode_module, "_usable_cores", lambda: 2)  # two workers even on a one-core runner
+    monkeypatch.setattr(decode_module, "usable_cores", lambda: 2)  # two workers even on a one-core runner
     real_pool = decode_module.ProcessPoolExecutor
     monkeypatch.setattr(decode_module, "ProcessPoolExecutor", lambda *a, **k: pools.append(a) or real_pool(*a, **k))
     loaded = load_dataset("folder", root=tmp_path)

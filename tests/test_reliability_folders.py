@@ -182,7 +182,7 @@ def test_layout_trains_and_evaluates(layout, tmp_path, capsys, caplog, monkeypat
         split(root / name, n=4 if name == "train" else 2)
     if layout == "train+val+test":  # the decode's worker processes, through the CLI
         monkeypatch.setattr(decode_module, "PARALLEL_MIN", 1)
-        monkeypatch.setattr(decode_module, "_usable_cores", lambda: 2)
+        monkeypatch.setattr(decode_module, "usable_cores", lambda: 2)
     caplog.set_level(logging.INFO)  # Lightning's info lines go to the stderr it saw at import: read them here
     assert main(fit(root, tmp_path / "runs")) == 0
     assert "test accuracy" in capsys.readouterr().out

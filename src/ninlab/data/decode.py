@@ -43,6 +43,7 @@ __all__ = [
     "map_chunks",
     "open_image",
     "probe_image",
+    "usable_cores",
 ]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -179,7 +180,7 @@ def map_chunks(function: Callable[[list[Path]], Sequence], files: Sequence[Path]
 
     ``function`` must be picklable (a module-level function or a ``partial`` of one) and return one item per file.
     """
-    workers = _usable_cores() if workers is None and len(files) >= PARALLEL_MIN else workers or 1
+    workers = usable_cores() if workers is None and len(files) >= PARALLEL_MIN else workers or 1
     workers = max(1, min(workers, len(files)))
     size = max(1, min(256, len(files) // (workers * 8) or 1))
     chunks = [list(files[i : i + size]) for i in range(0, len(files), size)]
@@ -205,5 +206,6 @@ def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _usable_cores() -> int:
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, which containers and ``taskset`` narrow)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

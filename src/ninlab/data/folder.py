@@ -37,6 +37,7 @@ __all__ = [
     "list_images",
     "load_folder",
     "load_images",
+    "most_common_shape",
     "printable",
 ]
 
@@ -192,7 +193,7 @@ def load_folder(
     def build() -> ImageSet:
         shape, chans = size, channels
         if shape is None or chans is None:  # only on a cache miss: the size pass opens every training file
-            common_shape, common_channels = _most_common_shape(files if split == "train" else
+            common_shape, common_channels = most_common_shape(files if split == "train" else
                                                                list_images(splits["train"])[0])  # fmt: skip
             shape, chans = shape or common_shape, chans or common_channels
         images = decode_images(files, chans, tuple(shape), what=str(splits[split]))
@@ -218,7 +219,8 @@ def _check_classes(splits: dict[str, Path]) -> list[str]:
     return train
 
 
-def _most_common_shape(files: list[Path]) -> tuple[tuple[int, int], int]:
+def most_common_shape(files: list[Path]) -> tuple[tuple[int, int], int]:
+    """The most common ``(height, width)`` and channel count among ``files`` (headers only, on all cores)."""
     shapes = Counter(shape for chunk in map_chunks(_probe_chunk, files, None, "reading image sizes") for shape in chunk)
     sizes, channels = Counter(), Counter()
     for (height, width, chans), count in shapes.items():
@@ -263,7 +265,7 @@ def load_images(
     if not files:
         raise DataNotFoundError(f"{', '.join(map(str, paths))}: expected image files, found none")
     if image_size is None or channels is None:
-        common_size, common_channels = _most_common_shape(files)
+        common_size, common_channels = most_common_shape(files)
         image_size, channels = image_size or common_size, channels or common_channels
     size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     return decode_images(files, channels, size), files
