@@ -165,11 +165,7 @@ class ImageDataModule(L.LightningDataModule):
     @cached_property
     def _folder_splits(self) -> dict[str, Path]:
         """The split folders of a ``folder`` dataset (``train`` and any of ``val``, ``test``); empty for others."""
-        splits = find_splits(self.root) if self.dataset == "folder" else {}
-        if splits.keys() == {"train"} and self.val_size == 0:
-            raise ConfigError(f"{self.root}: val_size=0 and no val/ or test/ folder leaves no image to evaluate on; "
-                              "keep --data.val_size above 0 or add a test/ folder")  # fmt: skip
-        return splits
+        return find_splits(self.root) if self.dataset == "folder" else {}
 
     def _load(self, split: str) -> ImageSet:
         size, channels = self.folder_image_size, self.channels
@@ -187,6 +183,9 @@ class ImageDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         """Build the splits this ``stage`` needs: ``fit``/``validate`` train+val, ``test`` test, ``predict`` images."""
+        if stage in (None, "fit", "test") and self._folder_splits.keys() == {"train"} and self.val_size == 0:
+            raise ConfigError(f"{self.root}: val_size=0 and no val/ or test/ folder leaves no image to evaluate on; "
+                              "keep --data.val_size above 0 or add a test/ folder")  # fmt: skip
         if stage in (None, "fit", "validate") and "train" not in self._splits:
             self._split_train()
         if stage in (None, "test") and "test" not in self._splits:
