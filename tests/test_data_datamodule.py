@@ -12,7 +12,9 @@ from ninlab.data import ImageDataModule
 
 
 def attach(dm, training=True, epoch=0, rank=0, world_size=1):
-    dm.trainer = SimpleNamespace(training=training, current_epoch=epoch, global_rank=rank, world_size=world_size)
+    strategy = SimpleNamespace(root_device=torch.device("cpu"))
+    dm.trainer = SimpleNamespace(training=training, current_epoch=epoch, global_rank=rank, world_size=world_size,
+                                 strategy=strategy)  # fmt: skip
     return dm
 
 

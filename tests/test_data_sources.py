@@ -132,6 +132,7 @@ def test_folder_uses_most_common_size_and_mode(tmp_path):
 )
 def test_folder_bad_files_raise_naming_the_file(tmp_path, isolated_cache, name, data, message):
     write_image(tmp_path / "cat" / "ok.png")
+    write_image(tmp_path / "dog" / "ok.png")
     (tmp_path / "cat" / name).write_bytes(data)
     with pytest.raises(DataError, match=message) as error:
         load_dataset("folder", root=tmp_path)

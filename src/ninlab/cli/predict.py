@@ -7,6 +7,7 @@ import csv
 import json
 import sys
 
+from ninlab.data.folder import printable
 from ninlab.errors import ConfigError
 from ninlab.inference.loading import load_classifier
 from ninlab.inference.predict import Prediction, predict_files
@@ -15,8 +16,9 @@ __all__ = ["add_arguments", "run"]
 
 
 def _write(predictions: list[Prediction], fmt: str, out) -> None:
+    # File names are bytes on POSIX: printable() keeps one that is not UTF-8 from crashing a UTF-8 stdout.
     if fmt == "json":
-        rows = [{"file": str(f), "top": [{"class": c, "probability": round(p, 6)} for c, p in top]}
+        rows = [{"file": printable(f), "top": [{"class": c, "probability": round(p, 6)} for c, p in top]}
                 for f, top in predictions]  # fmt: skip
         json.dump(rows, out, indent=2)
         out.write("\n")
@@ -24,13 +26,13 @@ def _write(predictions: list[Prediction], fmt: str, out) -> None:
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(["file", "rank", "class", "probability"])
         for file, top in predictions:
-            writer.writerows([str(file), rank, c, f"{p:.6f}"] for rank, (c, p) in enumerate(top, 1))
+            writer.writerows([printable(file), rank, c, f"{p:.6f}"] for rank, (c, p) in enumerate(top, 1))
     else:
-        width = max(len(str(f)) for f, _ in predictions)
+        width = max(len(printable(f)) for f, _ in predictions)
         class_width = max(len(c) for _, top in predictions for c, _ in top)
         for file, top in predictions:
             cells = "  ".join(f"{c:<{class_width}} {p:6.1%}" for c, p in top)
-            out.write(f"{file!s:<{width}}  {cells}\n")
+            out.write(f"{printable(file):<{width}}  {cells}\n")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -37,10 +37,12 @@ _log = logging.getLogger(__name__)
 
 def cache_entry(name: str, split: str, sources: Sequence[Path], options: dict) -> Path:
     """The cache file for ``name``/``split`` decoded from ``sources`` with reader ``options``."""
-    stats = []
+    stats, folders = [], {}
     for source in sources:
         stat = source.stat()
-        stats.append([str(source.resolve()), stat.st_size, stat.st_mtime_ns])
+        # Resolved once per folder, not per file: an image folder lists tens of thousands of files in a few folders.
+        folder = folders.get(source.parent) or folders.setdefault(source.parent, source.parent.resolve())
+        stats.append([str(folder / source.name), stat.st_size, stat.st_mtime_ns])
     key = json.dumps([_FORMAT, name, split, options, stats], sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:20]
     return cache_dir() / "decoded" / f"{name}-{split}-{digest}.pt"

@@ -12,9 +12,11 @@ from ninlab.data.imageset import ImageSet
 from ninlab.data.mnist import IDX_DATASETS, load_idx_dataset
 from ninlab.errors import ConfigError
 
-__all__ = ["SPLITS", "DatasetInfo", "dataset_info", "list_datasets", "load_dataset"]
+__all__ = ["FOLDER_SPLITS", "SPLITS", "DatasetInfo", "dataset_info", "list_datasets", "load_dataset"]
 
 SPLITS = ("train", "test")
+FOLDER_SPLITS = ("train", "val", "test")
+"""An image folder may also have its own validation split (``root/val/``)."""
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,7 @@ _INFO = {
         DatasetInfo("digits", "scikit-learn digits, 8x8 grey, 10 classes, 1,437/360 (bundled, offline)", hflip=False),
         DatasetInfo(
             "folder",
-            "your images in root/<class>/ (optionally root/train/ and root/test/)",
+            "your images in root/<class>/, or root/train/ with optional root/val/ and root/test/",
             hflip=True,
             needs_root=True,
         ),
@@ -81,7 +83,7 @@ def load_dataset(
 
     Args:
         name: One of :func:`list_datasets`.
-        split: ``"train"`` or ``"test"``.
+        split: ``"train"`` or ``"test"`` (and ``"val"`` for ``"folder"``).
         root: A directory holding the files (or their ``<name>/`` subfolder); required for ``"folder"``.
         download: Download from the official URL when not found locally.
         verify: Checksum policy: ``True`` refuses files that differ from the official ones, ``False`` only reports,
@@ -95,8 +97,9 @@ def load_dataset(
         DataError: the files are malformed, truncated or fail their checksum.
     """
     info = dataset_info(name)
-    if split not in SPLITS:
-        raise ConfigError(f"unknown split {split!r} for {name}; use one of {', '.join(SPLITS)}")
+    splits = FOLDER_SPLITS if name == "folder" else SPLITS
+    if split not in splits:
+        raise ConfigError(f"unknown split {split!r} for {name}; use one of {', '.join(splits)}")
     if (image_size is not None or channels is not None) and name != "folder":
         raise ConfigError(f"image_size/channels apply to the folder dataset, not {name}; resize in the data module")
     if name in IDX_DATASETS:

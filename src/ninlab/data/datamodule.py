@@ -9,11 +9,14 @@ from typing import Literal
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
+from ninlab._runtime.memory import require_memory
 from ninlab.data import transforms
 from ninlab.data.catalog import dataset_info, load_dataset
-from ninlab.data.folder import load_images
+from ninlab.data.folder import find_splits, load_images
+from ninlab.data.holdout import hold_out
 from ninlab.data.imageset import ImageSet
 from ninlab.data.sampler import IndexBatches, ShardedBatchSampler
 from ninlab.errors import ConfigError
@@ -41,6 +44,7 @@ class ImageDataModule(L.LightningDataModule):
         download: Download from the official URL when the files are not found.
         batch_size: Images per batch (per process).
         val_size: Images held out of the training split for validation, chosen with ``seed``; 0 = no validation.
+            An image folder with a ``val/`` folder validates on it instead (see :func:`ninlab.data.folder.find_splits`).
         seed: Seed of the train/val split, the shuffling and the augmentation.
         image_size: Side the images are resized to (bilinear) before the model, e.g. 224 for nin_d2l; ``None`` keeps
             the dataset's size.
@@ -158,63 +162,71 @@ class ImageDataModule(L.LightningDataModule):
     def _train_set(self) -> ImageSet:
         return self._load("train")
 
+    @cached_property
+    def _folder_splits(self) -> dict[str, Path]:
+        """The split folders of a ``folder`` dataset (``train`` and any of ``val``, ``test``); empty for others."""
+        return find_splits(self.root) if self.dataset == "folder" else {}
+
     def _load(self, split: str) -> ImageSet:
-        return load_dataset(
-            self.dataset,
-            split,
-            self.root,
-            self.download,
-            verify=self.verify,
-            image_size=self.folder_image_size,
-            channels=self.channels,
-        )
+        size, channels = self.folder_image_size, self.channels
+        if self.dataset == "folder" and split != "train":  # every split stacked like the training one
+            size, channels = tuple(self._train_set.images.shape[2:]), self._train_set.in_chans
+        return load_dataset(self.dataset, split, self.root, self.download, verify=self.verify, image_size=size,
+                            channels=channels)  # fmt: skip
 
     # --- Lightning hooks ---
 
     def prepare_data(self) -> None:
-        """Locate (and with ``download=True`` fetch) and decode both splits once per node, filling the cache."""
-        for split in ("train", "test"):
-            if self.dataset != "folder" or split == "train":
-                self._load(split)
+        """Locate (and with ``download=True`` fetch) and decode every split once per node, filling the cache."""
+        for split in self._folder_splits or ("train", "test"):
+            self._load(split)
 
     def setup(self, stage: str | None = None) -> None:
         """Build the splits this ``stage`` needs: ``fit``/``validate`` train+val, ``test`` test, ``predict`` images."""
+        if stage in (None, "fit", "test") and self._folder_splits.keys() == {"train"} and self.val_size == 0:
+            raise ConfigError(f"{self.root}: val_size=0 and no val/ or test/ folder leaves no image to evaluate on; "
+                              "keep --data.val_size above 0 or add a test/ folder")  # fmt: skip
         if stage in (None, "fit", "validate") and "train" not in self._splits:
             self._split_train()
         if stage in (None, "test") and "test" not in self._splits:
-            test = self._load("test")
-            self._splits["test"] = IndexBatches(test.images, test.labels)
+            self._splits["test"] = self._test_split()
         if stage == "predict" and "predict" not in self._splits:
             if self.predict_root is None:
                 raise ConfigError("predict needs images: pass --data.predict_root FILE_OR_DIR")
             channels, height, width = self._train_set.images.shape[1:]
             images, self.predict_files = load_images([self.predict_root], (height, width), channels)
             self._splits["predict"] = IndexBatches(images, torch.arange(len(images)))
+        channels, height, width = self.input_size  # refused before any batch is made: one float32 batch
+        require_memory(4 * self.batch_size * channels * height * width, self._device(), ConfigError, f"a batch of "
+                       f"{self.batch_size} images at {channels}x{height}x{width} (float32)",
+                       "pass a smaller --data.image_size or --data.batch_size")  # fmt: skip
         if self.device_resident:
             device = self._device()
-            for name, data in self._splits.items():
-                if data is not None:
-                    self._splits[name] = data.to(device)
+            self._splits = {name: data if data is None else data.to(device) for name, data in self._splits.items()}
+
+    def _test_split(self) -> IndexBatches:
+        """The test split; for an image folder without ``test/``, its ``val/`` folder or the held-out images."""
+        if not self._folder_splits or "test" in self._folder_splits:
+            return self._batches("test")
+        own_val = "val" in self._folder_splits
+        data = self._batches("val") if own_val else hold_out(self._train_set, self.val_size, self.seed)[1]
+        used = self._folder_splits["val"] if own_val else f"the images held out of {self.root} (--data.val_size)"
+        rank_zero_info(f"{self.root}: no test/ folder; the final evaluation uses {used} ({len(data):,} images, also "
+                       "the validation split: not an independent test)")  # fmt: skip
+        return data
 
     def _device(self) -> torch.device:
-        trainer = self.trainer
-        return trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+        return self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
 
     def _split_train(self) -> None:
-        full = self._train_set
-        if self.val_size >= len(full):
-            raise ConfigError(
-                f"val_size must be below the {len(full)} training images of {self.dataset}, found "
-                f"{self.val_size}; lower --data.val_size"
-            )
-        order = torch.randperm(len(full), generator=torch.Generator().manual_seed(self.seed))
-        val, train = order[: self.val_size], order[self.val_size :]
-        if self.limit_train is not None:
-            train = train[: self.limit_train]
-        # Sorted so each subset is a plain gather in file order; shuffling is the sampler's job.
-        train, val = train.sort().values, val.sort().values
-        self._splits["train"] = IndexBatches(full.images[train], full.labels[train])
-        self._splits["val"] = IndexBatches(full.images[val], full.labels[val]) if self.val_size else None
+        own_val = "val" in self._folder_splits  # the folder's own validation split: all of train/ trains
+        val_size = 0 if own_val else self.val_size
+        self._splits["train"], held = hold_out(self._train_set, val_size, self.seed, self.limit_train)
+        self._splits["val"] = self._batches("val") if own_val else held
+
+    def _batches(self, split: str) -> IndexBatches:
+        data = self._load(split)
+        return IndexBatches(data.images, data.labels)
 
     @property
     def train_tensors(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -32,8 +32,20 @@ def cache_dir() -> Path:
 
 
 def candidate_dirs(subdir: str, root: str | os.PathLike | None) -> list[Place]:
-    """Directories to search, in order: ``root``, the cache dir, system dirs; each as is and with ``subdir`` added."""
-    bases = [Place(Path(root).expanduser(), "root")] if root is not None else []
+    """Directories to search, in order: ``root``, the cache dir, system dirs; each as is and with ``subdir`` added.
+
+    Raises:
+        DataNotFoundError: ``root`` is given but is no directory (a file, a typo): searching on would silently use
+            another copy of the dataset than the one the user pointed at.
+    """
+    bases = []
+    if root is not None:
+        path = Path(root).expanduser()
+        if not path.is_dir():
+            found = "a file" if path.exists() else "nothing"
+            raise DataNotFoundError(f"{path}: expected a directory holding the dataset files (--data.root, root=), "
+                                    f"found {found}; pass the directory that holds them")  # fmt: skip
+        bases.append(Place(path, "root"))
     bases.append(Place(cache_dir(), "cache"))
     bases.extend(Place(path, "system") for path in SYSTEM_DIRS)
     return [Place(path, base.origin) for base in bases for path in (base.path, base.path / subdir)]
