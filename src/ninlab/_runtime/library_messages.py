@@ -4,7 +4,10 @@
 * torch.onnx warns, once per operator, that torchvision's detection ops cannot be registered without torchvision;
   ninlab never uses them and never needs torchvision.
 * Lightning's pytree helper calls a torch function that torch has deprecated (``isinstance(treespec, LeafSpec)``),
-  a FutureWarning about Lightning's code, not the user's.
+  a FutureWarning about Lightning's code, not the user's; so does its ``all_gather`` under DDP
+  (``torch.distributed.nn.functional.all_gather``).
+* Under DDP, Lightning recommends ``sync_dist=True`` for every epoch value logged without it; ninlab's own values
+  (``train/``, ``val/``, ``test/``, ``time/``) are already reduced over the processes when they are logged.
 
 Only these are hidden: every other warning, error and log line still shows. Importing ninlab as a library changes
 nothing; :func:`hide_irrelevant_library_messages` runs when the ``ninlab`` command starts.
@@ -20,6 +23,8 @@ __all__ = ["hide_irrelevant_library_messages"]
 _LIGHTNING_RANK_ZERO = "lightning.pytorch.utilities.rank_zero"
 _ONNX_REGISTRATION = "torch.onnx._internal.exporter._registration"
 _PYTREE_DEPRECATION = r"`isinstance\(treespec, LeafSpec\)` is deprecated"
+_ALL_GATHER_DEPRECATION = r"torch\.distributed\.nn\.functional\.all_gather is deprecated"
+_SYNC_DIST_ADVICE = r"It is recommended to use `self\.log\('(train|val|test|time)/"
 
 
 class _DropTips(logging.Filter):
@@ -37,3 +42,5 @@ def hide_irrelevant_library_messages() -> None:
     logging.getLogger(_ONNX_REGISTRATION).setLevel(logging.ERROR)
     # filterwarnings replaces an identical filter rather than adding another.
     warnings.filterwarnings("ignore", message=_PYTREE_DEPRECATION, category=FutureWarning)
+    warnings.filterwarnings("ignore", message=_ALL_GATHER_DEPRECATION, category=FutureWarning)
+    warnings.filterwarnings("ignore", message=_SYNC_DIST_ADVICE)
