@@ -8,6 +8,8 @@
   (``torch.distributed.nn.functional.all_gather``).
 * Under DDP, Lightning recommends ``sync_dist=True`` for every epoch value logged without it; ninlab's own values
   (``train/``, ``val/``, ``test/``, ``time/``) are already reduced over the processes when they are logged.
+* Lightning's notes on stop signals ("Received SIGTERM", "Detected KeyboardInterrupt, attempting graceful
+  shutdown"): the command prints its own line saying the run stopped and how to resume it.
 
 Only these are hidden: every other warning, error and log line still shows. Importing ninlab as a library changes
 nothing; :func:`hide_irrelevant_library_messages` runs when the ``ninlab`` command starts.
@@ -25,13 +27,15 @@ _ONNX_REGISTRATION = "torch.onnx._internal.exporter._registration"
 _PYTREE_DEPRECATION = r"`isinstance\(treespec, LeafSpec\)` is deprecated"
 _ALL_GATHER_DEPRECATION = r"torch\.distributed\.nn\.functional\.all_gather is deprecated"
 _SYNC_DIST_ADVICE = r"It is recommended to use `self\.log\('(train|val|test|time)/"
+_LIGHTNING_SIGNALS = "lightning.pytorch.trainer.connectors.signal_connector"
 
 
 class _DropTips(logging.Filter):
-    """Drops Lightning's advertising tips (their text starts with "💡 Tip:")."""
+    """Drops Lightning's advertising tips (their text starts with "💡 Tip:") and its KeyboardInterrupt note."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("💡 Tip:")
+        text = str(record.msg)
+        return not (text.startswith("💡 Tip:") or text.startswith("\nDetected KeyboardInterrupt"))
 
 
 def hide_irrelevant_library_messages() -> None:
@@ -40,6 +44,7 @@ def hide_irrelevant_library_messages() -> None:
     if not any(isinstance(f, _DropTips) for f in lightning.filters):
         lightning.addFilter(_DropTips())
     logging.getLogger(_ONNX_REGISTRATION).setLevel(logging.ERROR)
+    logging.getLogger(_LIGHTNING_SIGNALS).setLevel(logging.WARNING)  # its warnings (a failed requeue) still show
     # filterwarnings replaces an identical filter rather than adding another.
     warnings.filterwarnings("ignore", message=_PYTREE_DEPRECATION, category=FutureWarning)
     warnings.filterwarnings("ignore", message=_ALL_GATHER_DEPRECATION, category=FutureWarning)

@@ -32,7 +32,7 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor, RichProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from ninlab._runtime.environment import cpu_has_native_bf16
@@ -50,6 +50,7 @@ from ninlab.training.callbacks import (
 from ninlab.training.checkpoint_io import SafeCheckpointIO, read_checkpoint
 from ninlab.training.module import NiNClassifier
 from ninlab.training.profiler import NullProfiler
+from ninlab.training.signals import STOP_ENDINGS, StopSignals, use_lightning_sigterm_handling
 
 __all__ = [
     "DEFAULT_RECIPE",
@@ -185,6 +186,7 @@ class NinlabCLI(LightningCLI):
             trainer = super().instantiate_trainer(**kwargs)
         except MisconfigurationException as error:  # contradictory trainer flags
             raise ConfigError(" ".join(str(error).split())) from error
+        use_lightning_sigterm_handling(trainer)
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # the default, not a user's plugin
             trainer.strategy.checkpoint_io = SafeCheckpointIO()
         bar = trainer.progress_bar_callback
@@ -240,19 +242,28 @@ def run(argv: Sequence[str]) -> int:
     Raises:
         ConfigError: An unknown option, a malformed config or a value the model or data rejects.
     """
-    argv = _with_default_recipe(list(argv))
+    given = list(argv)
+    argv = _with_default_recipe(given)
     inherited_run_dir = RUN_DIR_ENV in os.environ
     # "Seed set to N" would precede any error line; the seed is in the run's config.yaml and summary.json anyway.
     logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)
     # Parse errors raise instead of printing usage and exiting, so they become one ConfigError line.
     parser_kwargs = {"prog": "ninlab", "exit_on_error": False, **{cmd: {"exit_on_error": False} for cmd in SUBCOMMANDS}}
+    stops = StopSignals()
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), stops:
             # argv is the real command line minus "ninlab", so LightningCLI's "args and sys.argv both given" is noise.
             warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
             NinlabCLI(NiNClassifier, ImageDataModule, args=argv, parser_kwargs=parser_kwargs,
                       trainer_defaults={"callbacks": training_callbacks()}, save_config_kwargs={"overwrite": True},
                       auto_configure_optimizers=False, load_from_checkpoint_support=False)  # fmt: skip
+    except STOP_ENDINGS as ending:
+        if stops.received is None:  # --help and --print_config exit through argparse
+            if isinstance(ending, SystemExit):
+                return ending.code if isinstance(ending.code, int) else 0
+            raise
+        _discard_unfinished_run(inherited_run_dir)
+        raise stops.interrupted(given, os.environ.get(RUN_DIR_ENV), rank_zero_only.rank) from None
     except ArgumentError as error:
         _discard_unfinished_run(inherited_run_dir)
         raise ConfigError(" ".join(str(error).split())) from error
@@ -261,8 +272,10 @@ def run(argv: Sequence[str]) -> int:
     except (NinlabError, OSError):
         _discard_unfinished_run(inherited_run_dir)
         raise
-    except SystemExit as exit_:  # --help and --print_config exit through argparse
-        return exit_.code if isinstance(exit_.code, int) else 0
+    except Exception:
+        if stops.received is not None and rank_zero_only.rank != 0:  # a DDP process whose peers already stopped
+            raise stops.interrupted(given, None, rank_zero_only.rank) from None
+        raise
     finally:
         if not inherited_run_dir:  # the next command in this process gets its own run directory
             os.environ.pop(RUN_DIR_ENV, None)
