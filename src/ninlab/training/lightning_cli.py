@@ -214,7 +214,8 @@ class NinlabCLI(LightningCLI):
         results = trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path, verbose=False)
         accuracy = results[0]["test/acc"] if results else float("nan")
         if trainer.is_global_zero:
-            tested = trainer.ckpt_path or "last weights"
+            # ddp_spawn tests in processes of its own: this one's trainer.ckpt_path stays unset.
+            tested = trainer.ckpt_path or (checkpoint.best_model_path if ckpt_path else "last weights")
             print(f"test accuracy {accuracy:.4f} ({tested}); run: {RunReport.run_dir(trainer)}")
 
 

@@ -100,9 +100,20 @@ class StopSignals:
         elif last is not None and last.is_file():
             message = (f"stopped by {name}; last.ckpt holds the last finished epoch (the one in progress is lost), "
                        f"resume with: {resume_command(argv, last)}")  # fmt: skip
+        elif _given_checkpoint(argv):  # a resumed run stopped before finishing an epoch of its own
+            message = f"stopped by {name} before an epoch ended; resume again with: {shlex.join(['ninlab', *argv])}"
         else:
             message = f"stopped by {name} before the first epoch ended; nothing to resume, run the command again"
         return RunInterrupted(message, self.received, quiet=rank != 0)
+
+
+def _given_checkpoint(argv: Sequence[str]) -> str | None:
+    for index, arg in enumerate(argv):
+        if arg.startswith("--ckpt_path="):
+            return arg.split("=", 1)[1]
+        if arg == "--ckpt_path" and index + 1 < len(argv):
+            return argv[index + 1]
+    return None
 
 
 def resume_command(argv: Sequence[str], checkpoint: Path) -> str:
