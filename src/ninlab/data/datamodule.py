@@ -16,7 +16,7 @@ from ninlab.data.catalog import dataset_info, load_dataset
 from ninlab.data.folder import load_images
 from ninlab.data.imageset import ImageSet
 from ninlab.data.sampler import IndexBatches, ShardedBatchSampler
-from ninlab.errors import ConfigError
+from ninlab.errors import ConfigError, DataError
 
 __all__ = ["ImageDataModule"]
 
@@ -158,6 +158,18 @@ class ImageDataModule(L.LightningDataModule):
     def _train_set(self) -> ImageSet:
         return self._load("train")
 
+    @cached_property
+    def _test_set(self) -> ImageSet:
+        return self._load("test")
+
+    def check_test_split(self) -> None:
+        """Raise :class:`DataError` when the test split holds no images (``ninlab fit`` tests after training)."""
+        if len(self._test_set) == 0:
+            where = f" under {self.root}" if self.root else ""
+            raise DataError(f"the test split of {self.dataset}{where} holds no images: nothing to test on "
+                            "(ninlab fit tests after training); add test images, or point --data.root to a copy "
+                            "with them")  # fmt: skip
+
     def _load(self, split: str) -> ImageSet:
         return load_dataset(
             self.dataset,
@@ -182,7 +194,7 @@ class ImageDataModule(L.LightningDataModule):
         if stage in (None, "fit", "validate") and "train" not in self._splits:
             self._split_train()
         if stage in (None, "test") and "test" not in self._splits:
-            test = self._load("test")
+            test = self._test_set
             self._splits["test"] = IndexBatches(test.images, test.labels)
         if stage == "predict" and "predict" not in self._splits:
             if self.predict_root is None:

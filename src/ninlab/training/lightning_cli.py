@@ -49,6 +49,7 @@ from ninlab.training.callbacks import (
 )
 from ninlab.training.checkpoint_io import SafeCheckpointIO, read_checkpoint
 from ninlab.training.module import NiNClassifier
+from ninlab.training.preflight import check_fit_trained, check_fit_trains
 from ninlab.training.profiler import NullProfiler
 from ninlab.training.signals import STOP_ENDINGS, StopSignals, use_lightning_sigterm_handling
 
@@ -157,8 +158,10 @@ class NinlabCLI(LightningCLI):
         super()._parse_ckpt_path()
 
     def before_instantiate_classes(self) -> None:
-        """Resolve ``--ckpt_path last`` to the newest ``last.ckpt`` of the runs with this name."""
+        """Refuse a ``fit`` that trains nothing; resolve ``--ckpt_path last`` to the newest ``last.ckpt``."""
         config = self._active_config
+        if self.subcommand == "fit":
+            check_fit_trains(config.trainer)
         if config.get("ckpt_path") == "last":
             config.ckpt_path = str(find_last_checkpoint(config.trainer.default_root_dir or _DEFAULT_ROOT, config.name))
 
@@ -169,6 +172,8 @@ class NinlabCLI(LightningCLI):
         saved in a run stays reusable (``ninlab test -c runs/.../config.yaml`` makes a new run, not a nested one).
         """
         config = self._active_config
+        if self.subcommand in ("fit", "test"):  # before the run directory and Lightning's banner
+            self.datamodule.check_test_split()
         # DDP re-runs this command in one process per extra device; they inherit the environment, so the run
         # directory the first process creates is shared through RUN_DIR_ENV rather than created again.
         run_dir = os.environ.get(RUN_DIR_ENV)
@@ -209,13 +214,13 @@ class NinlabCLI(LightningCLI):
         trainer = self.trainer
         if trainer.interrupted:
             return
+        check_fit_trained(trainer)
         checkpoint = trainer.checkpoint_callback
         ckpt_path = "best" if checkpoint is not None and getattr(checkpoint, "best_model_path", "") else None
         results = trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path, verbose=False)
         accuracy = results[0]["test/acc"] if results else float("nan")
         if trainer.is_global_zero:
-            # ddp_spawn tests in processes of its own: this one's trainer.ckpt_path stays unset.
-            tested = trainer.ckpt_path or (checkpoint.best_model_path if ckpt_path else "last weights")
+            tested = trainer.ckpt_path or (checkpoint.best_model_path if ckpt_path else "last weights")  # ddp_spawn
             print(f"test accuracy {accuracy:.4f} ({tested}); run: {RunReport.run_dir(trainer)}")
 
 
@@ -259,12 +264,10 @@ def run(argv: Sequence[str]) -> int:
                       trainer_defaults={"callbacks": training_callbacks()}, save_config_kwargs={"overwrite": True},
                       auto_configure_optimizers=False, load_from_checkpoint_support=False)  # fmt: skip
     except STOP_ENDINGS as ending:
-        if stops.received is None:  # --help and --print_config exit through argparse
-            if isinstance(ending, SystemExit):
-                return ending.code if isinstance(ending.code, int) else 0
-            raise
+        if stops.received is None and isinstance(ending, SystemExit):  # --help and --print_config exit via argparse
+            return ending.code if isinstance(ending.code, int) else 0
         _discard_unfinished_run(inherited_run_dir)
-        raise stops.interrupted(given, os.environ.get(RUN_DIR_ENV), rank_zero_only.rank) from None
+        raise stops.interrupted(ending, given, os.environ.get(RUN_DIR_ENV)) from None
     except ArgumentError as error:
         _discard_unfinished_run(inherited_run_dir)
         raise ConfigError(" ".join(str(error).split())) from error
@@ -273,9 +276,9 @@ def run(argv: Sequence[str]) -> int:
     except (NinlabError, OSError):
         _discard_unfinished_run(inherited_run_dir)
         raise
-    except Exception:
+    except Exception as error:
         if stops.received is not None and rank_zero_only.rank != 0:  # a DDP process whose peers already stopped
-            raise stops.interrupted(given, None, rank_zero_only.rank) from None
+            raise stops.interrupted(error, given, None) from None
         raise
     finally:
         if not inherited_run_dir:  # the next command in this process gets its own run directory

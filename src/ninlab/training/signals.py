@@ -34,6 +34,7 @@ from types import FrameType, TracebackType
 
 from lightning.pytorch import Trainer
 from lightning.pytorch.trainer.connectors.signal_connector import _SignalConnector
+from lightning.pytorch.utilities import rank_zero_only
 
 from ninlab.errors import RunInterrupted
 
@@ -90,9 +91,13 @@ class StopSignals:
             self.received = signum
         raise KeyboardInterrupt
 
-    def interrupted(self, argv: Sequence[str], run_dir: str | None, rank: int) -> RunInterrupted:
-        """The error to report for a command that ended after :attr:`received`."""
-        assert self.received is not None
+    def interrupted(self, ending: BaseException, argv: Sequence[str], run_dir: str | None) -> RunInterrupted:
+        """The error to report for a command (``argv``) that ended with ``ending`` after :attr:`received`.
+
+        Re-raises ``ending`` when no stop signal arrived (a ``KeyboardInterrupt`` raised by other means).
+        """
+        if self.received is None:
+            raise ending
         name = signal.Signals(self.received).name
         last = Path(run_dir, "checkpoints", "last.ckpt") if run_dir else None
         if argv[0] != "fit":
@@ -104,7 +109,7 @@ class StopSignals:
             message = f"stopped by {name} before an epoch ended; resume again with: {shlex.join(['ninlab', *argv])}"
         else:
             message = f"stopped by {name} before the first epoch ended; nothing to resume, run the command again"
-        return RunInterrupted(message, self.received, quiet=rank != 0)
+        return RunInterrupted(message, self.received, quiet=rank_zero_only.rank != 0)
 
 
 def _given_checkpoint(argv: Sequence[str]) -> str | None:
