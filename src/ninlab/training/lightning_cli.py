@@ -220,7 +220,7 @@ class NinlabCLI(LightningCLI):
         results = trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path, verbose=False)
         accuracy = results[0]["test/acc"] if results else float("nan")
         if trainer.is_global_zero:
-            tested = trainer.ckpt_path or (checkpoint.best_model_path if ckpt_path else "last weights")  # ddp_spawn
+            tested = trainer.ckpt_path or (checkpoint.best_model_path if ckpt_path else "last weights")  # spawn: None
             print(f"test accuracy {accuracy:.4f} ({tested}); run: {RunReport.run_dir(trainer)}")
 
 

@@ -29,8 +29,11 @@ def check_fit_trains(trainer: Namespace) -> None:
 
 
 def check_fit_trained(trainer: Trainer) -> None:
-    """Raise :class:`TrainingError` after a fit that took no optimiser step (here or in the run it resumed)."""
-    if trainer.global_step == 0:
-        raise TrainingError(f"fit took no training step ({trainer.num_training_batches} training batches per "
-                            "epoch in this process): nothing was trained, so nothing was tested; use more training "
-                            "images or fewer processes (--trainer.devices)")  # fmt: skip
+    """Raise :class:`TrainingError` after a fit that had no training batch and took no optimiser step.
+
+    Both are read: under ``ddp_spawn`` this process's trainer did not train (its processes did) and keeps step 0.
+    """
+    if trainer.global_step == 0 and trainer.num_training_batches == 0:
+        raise TrainingError("fit took no training step (the training split gave this process no batch): nothing "
+                            "was trained, so nothing was tested; use more training images or fewer processes "
+                            "(--trainer.devices)")  # fmt: skip
