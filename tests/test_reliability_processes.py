@@ -189,6 +189,8 @@ def test_stop_signal_ends_fit_with_one_line_and_the_resumed_run_matches(name, re
     last = _only_run(tmp_path) / "checkpoints" / "last.ckpt"
     assert line.startswith(f"ninlab: stopped by {name}; last.ckpt holds the last finished epoch")
     assert torch.load(last, weights_only=True)["epoch"] == 0  # intact: the end of epoch 0
+    summary = json.loads((_only_run(tmp_path) / "summary.json").read_text())
+    assert summary["error"] == "stopped by a signal; resume from last.ckpt"
     command = shlex.split(line.split("resume with: ", 1)[1])
     assert command[0] == "ninlab" and command[-2:] == ["--ckpt_path", str(last)]
     assert command[1:-2] == args  # the user's command line, unchanged

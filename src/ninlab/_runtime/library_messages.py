@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import warnings
 
-__all__ = ["hide_irrelevant_library_messages"]
+__all__ = ["HeldLines", "hide_irrelevant_library_messages"]
 
 _LIGHTNING_RANK_ZERO = "lightning.pytorch.utilities.rank_zero"
 _ONNX_REGISTRATION = "torch.onnx._internal.exporter._registration"
@@ -49,3 +49,45 @@ def hide_irrelevant_library_messages() -> None:
     warnings.filterwarnings("ignore", message=_PYTREE_DEPRECATION, category=FutureWarning)
     warnings.filterwarnings("ignore", message=_ALL_GATHER_DEPRECATION, category=FutureWarning)
     warnings.filterwarnings("ignore", message=_SYNC_DIST_ADVICE)
+
+
+class HeldLines(logging.Filter):
+    """Holds Lightning's info lines (device banner, "Restoring states...") between :meth:`hold` and :meth:`release`.
+
+    Lightning prints them when a trainer is built and while it sets up; an error found in between (a checkpoint
+    that does not fit, bad data) was printed after them. Held, they are printed in order once a loop starts, or
+    dropped by :meth:`discard` when the command fails first, so its error line is the only output. Warnings are
+    never held.
+    """
+
+    LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
+               "lightning.fabric.utilities.distributed", "lightning.pytorch.accelerators.cuda")  # fmt: skip
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._records: list[logging.LogRecord] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING:
+            return True
+        self._records.append(record)
+        return False
+
+    def hold(self) -> None:
+        """Start holding (again: nothing held before is kept)."""
+        self.discard()
+        for name in self.LOGGERS:
+            logging.getLogger(name).addFilter(self)
+
+    def release(self) -> None:
+        """Print the held lines through their own loggers and stop holding."""
+        records = self._records
+        self.discard()
+        for record in records:
+            logging.getLogger(record.name).handle(record)
+
+    def discard(self) -> None:
+        """Drop the held lines and stop holding."""
+        for name in self.LOGGERS:
+            logging.getLogger(name).removeFilter(self)
+        self._records = []

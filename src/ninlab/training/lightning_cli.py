@@ -16,11 +16,8 @@ Errors in arguments or configs become :class:`ConfigError` (one line) instead of
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import shutil
-import time
 import warnings
 from collections.abc import Sequence
 from importlib import resources
@@ -36,11 +33,13 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from ninlab._runtime.environment import cpu_has_native_bf16
+from ninlab._runtime.library_messages import HeldLines
 from ninlab.data import ImageDataModule
 from ninlab.errors import CheckpointError, ConfigError, NinlabError, TrainingError
 from ninlab.training.callbacks import (
     DeadClassMapGuard,
     NonFiniteLossGuard,
+    ReleaseHeldLines,
     RunCheckpoint,
     RunProgressBar,
     RunReport,
@@ -51,6 +50,7 @@ from ninlab.training.checkpoint_io import SafeCheckpointIO, read_checkpoint
 from ninlab.training.module import NiNClassifier
 from ninlab.training.preflight import check_fit_trained, check_fit_trains
 from ninlab.training.profiler import NullProfiler
+from ninlab.training.run_dirs import RUN_DIR_ENV, discard_unfinished_run, find_last_checkpoint, new_run_dir
 from ninlab.training.signals import STOP_ENDINGS, StopSignals, use_lightning_sigterm_handling
 
 __all__ = [
@@ -67,8 +67,8 @@ __all__ = [
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 DEFAULT_RECIPE = "fast_fashion_mnist"
 _DEFAULT_ROOT = "runs"
-RUN_DIR_ENV = "NINLAB_RUN_DIR"
-"""Environment variable naming the run directory; set, it is used as is (DDP's extra processes inherit it)."""
+HELD_LINES = HeldLines()
+"""Lightning's info lines from building the trainer to its first loop (one command at a time per process)."""
 BF16_HINT = ("This CPU multiplies bf16 natively (AVX512-BF16 or AMX): `--trainer.precision bf16-mixed` trains faster "
              "here (the default recipe: 1.3x, to the same accuracy; docs/benchmarks.md)")  # fmt: skip
 """The line ``ninlab fit`` logs before an fp32 run on a CPU with bf16 instructions."""
@@ -81,27 +81,6 @@ def recipe_path(name: str) -> Path:
         known = sorted(p.stem for p in path.parent.glob("*.yaml"))
         raise ConfigError(f"no recipe {name!r}; ninlab ships: {', '.join(known)}")
     return path
-
-
-def find_last_checkpoint(root: str | Path, name: str) -> Path:
-    """The newest ``<root>/<name>/<run>/checkpoints/last.ckpt``; :class:`ConfigError` if there is none."""
-    candidates = sorted(Path(root, name).glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
-    if not candidates:
-        raise ConfigError(f"--ckpt_path last: no {Path(root, name, '*', 'checkpoints', 'last.ckpt')} to resume from; "
-                          "pass the path of a checkpoint instead")  # fmt: skip
-    return candidates[-1]
-
-
-def _new_run_dir(root: str | Path, name: str) -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    for attempt in range(1000):  # two runs started in the same second get -1, -2...
-        path = Path(root, name, stamp if attempt == 0 else f"{stamp}-{attempt}")
-        try:
-            path.mkdir(parents=True)
-            return path
-        except FileExistsError:
-            continue
-    raise ConfigError(f"cannot create a new run directory under {Path(root, name)}")
 
 
 def _loggers(run_dir: Path) -> list:
@@ -180,17 +159,19 @@ class NinlabCLI(LightningCLI):
         created = run_dir is None
         if created:
             # Created only now, after the model and data were built, so a bad option leaves no empty run directory.
-            run_dir = str(_new_run_dir(config.trainer.default_root_dir or _DEFAULT_ROOT, config.name))
+            run_dir = str(new_run_dir(config.trainer.default_root_dir or _DEFAULT_ROOT, config.name))
             os.environ[RUN_DIR_ENV] = run_dir
         kwargs.setdefault("default_root_dir", run_dir)
         if config.trainer.logger in (None, True):
             kwargs.setdefault("logger", _loggers(Path(run_dir)))
         if config.trainer.profiler is None:
             kwargs.setdefault("profiler", NullProfiler())
+        HELD_LINES.hold()  # Lightning's banner, until a loop starts: an error found before is the only line
         try:
             trainer = super().instantiate_trainer(**kwargs)
         except MisconfigurationException as error:  # contradictory trainer flags
             raise ConfigError(" ".join(str(error).split())) from error
+        trainer.callbacks.insert(0, ReleaseHeldLines(HELD_LINES))  # before the progress bar draws
         use_lightning_sigterm_handling(trainer)
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # the default, not a user's plugin
             trainer.strategy.checkpoint_io = SafeCheckpointIO()
@@ -266,35 +247,22 @@ def run(argv: Sequence[str]) -> int:
     except STOP_ENDINGS as ending:
         if stops.received is None and isinstance(ending, SystemExit):  # --help and --print_config exit via argparse
             return ending.code if isinstance(ending.code, int) else 0
-        _discard_unfinished_run(inherited_run_dir)
+        discard_unfinished_run(inherited_run_dir)
         raise stops.interrupted(ending, given, os.environ.get(RUN_DIR_ENV)) from None
     except ArgumentError as error:
-        _discard_unfinished_run(inherited_run_dir)
+        discard_unfinished_run(inherited_run_dir)
         raise ConfigError(" ".join(str(error).split())) from error
     except TrainingError:  # a guard stopped a run that trained: its directory records why
         raise
     except (NinlabError, OSError):
-        _discard_unfinished_run(inherited_run_dir)
+        discard_unfinished_run(inherited_run_dir)
         raise
     except Exception as error:
         if stops.received is not None and rank_zero_only.rank != 0:  # a DDP process whose peers already stopped
             raise stops.interrupted(error, given, None) from None
         raise
     finally:
+        HELD_LINES.discard()  # what a failed command held; released already when it ran
         if not inherited_run_dir:  # the next command in this process gets its own run directory
             os.environ.pop(RUN_DIR_ENV, None)
     return 0
-
-
-def _discard_unfinished_run(inherited: bool) -> None:
-    """Remove the run directory this command created when bad input or a failed write stopped it early.
-
-    A run that wrote a checkpoint is kept (it can be resumed); DDP's extra processes (which inherited the
-    directory) never remove it.
-    """
-    run_dir = os.environ.get(RUN_DIR_ENV)
-    if inherited or run_dir is None or any(Path(run_dir).rglob("*.ckpt")):
-        return
-    shutil.rmtree(run_dir, ignore_errors=True)
-    with contextlib.suppress(OSError):  # the run name's folder too, unless other runs live there
-        Path(run_dir).parent.rmdir()

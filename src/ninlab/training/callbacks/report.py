@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from ninlab._runtime.atomic import atomic_open
 from ninlab._runtime.environment import machine_info, versions
@@ -109,7 +110,11 @@ class RunReport(Callback):
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         if trainer.is_global_zero:  # a failed run still says why in its directory
-            self._update_summary(trainer, pl_module, {"error": f"{type(exception).__name__}: {exception}"})
+            stopped = isinstance(exception, SIGTERMException | KeyboardInterrupt)
+            why = (
+                "stopped by a signal; resume from last.ckpt" if stopped else f"{type(exception).__name__}: {exception}"
+            )
+            self._update_summary(trainer, pl_module, {"error": why})
 
     def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         n = pl_module.num_classes
