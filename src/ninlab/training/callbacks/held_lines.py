@@ -12,8 +12,8 @@ __all__ = ["ReleaseHeldLines"]
 
 
 class ReleaseHeldLines(Callback):
-    """Release ``held`` (see :class:`~ninlab._runtime.library_messages.HeldLines`) when a loop or the sanity check
-    starts: from then on, what Lightning prints belongs to a run that is under way.
+    """Release ``held`` (see :class:`~ninlab._runtime.library_messages.HeldLines`) when fit (after the checkpoint
+    was restored), a loop or the sanity check starts: from then on, what Lightning prints belongs to a run under way.
 
     Args:
         held: The lines held since the trainer was built.
@@ -25,4 +25,6 @@ class ReleaseHeldLines(Callback):
     def _release(self, *_: Any) -> None:
         self.held.release()
 
-    on_sanity_check_start = on_train_start = on_validation_start = on_test_start = on_predict_start = _release
+    on_fit_start = on_sanity_check_start = on_train_start = on_validation_start = on_test_start = on_predict_start = (
+        _release
+    )
