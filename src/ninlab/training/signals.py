@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 import shlex
 import signal
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -55,8 +56,9 @@ STOP_ENDINGS = (_StopNow, SystemExit, KeyboardInterrupt)
 class StopSignals:
     """While entered, remember the first stop signal and stop the command cleanly (see the module docstring).
 
-    Handlers are installed only where the signal is not ignored (``nohup``, a background job's SIGINT) and are
-    restored on exit. :meth:`interrupted` turns the way the command ended into :class:`RunInterrupted`.
+    Handlers are installed (from the main thread) only where the signal is not ignored (``nohup``, a background
+    job's SIGINT) and are restored on exit. :meth:`interrupted` turns how the command ended into
+    :class:`RunInterrupted`.
     """
 
     def __init__(self) -> None:
@@ -64,6 +66,8 @@ class StopSignals:
         self._previous: dict[int, object] = {}
 
     def __enter__(self) -> StopSignals:
+        if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+            return self
         for signum in (*_STOPPING, signal.SIGINT):
             if signal.getsignal(signum) is signal.SIG_IGN:
                 continue
