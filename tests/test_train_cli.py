@@ -10,6 +10,7 @@ import struct
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import onnxruntime
@@ -20,10 +21,11 @@ from lightning.pytorch.trainer.connectors import callback_connector
 from PIL import Image
 
 from ninlab.cli import main
-from ninlab.errors import CheckpointError
+from ninlab.errors import CheckpointError, TrainingError
 from ninlab.inference.export import export_onnx
 from ninlab.inference.loading import load_classifier
 from ninlab.training.lightning_cli import BF16_HINT, NinlabCLI
+from ninlab.training.preflight import check_fit_trained
 from ninlab.training.profiler import NullProfiler
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -366,3 +368,14 @@ def test_empty_test_split_is_refused_before_training_with_one_line(tmp_path):
     (line,) = done.stderr.strip().splitlines()  # before Lightning's "GPU available..." lines, not after them
     assert line.startswith("ninlab: error: the test split of fashion-mnist") and "holds no images" in line
     assert "test accuracy" not in done.stdout and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(("step", "batches", "stops"), [(0, 0, True), (0, float("inf"), False), (12, 0, False)])
+def test_fit_that_took_no_step_stops_before_testing(step, batches, stops):
+    # (0, inf): ddp_spawn's launching process, whose trainer did not train itself; (12, 0): a resumed, finished run.
+    trainer = SimpleNamespace(global_step=step, num_training_batches=batches)
+    if stops:
+        with pytest.raises(TrainingError, match="fit took no training step"):
+            check_fit_trained(trainer)
+    else:
+        check_fit_trained(trainer)
