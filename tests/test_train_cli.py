@@ -10,6 +10,7 @@ import struct
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import onnxruntime
@@ -20,10 +21,11 @@ from lightning.pytorch.trainer.connectors import callback_connector
 from PIL import Image
 
 from ninlab.cli import main
-from ninlab.errors import CheckpointError
+from ninlab.errors import CheckpointError, TrainingError
 from ninlab.inference.export import export_onnx
 from ninlab.inference.loading import load_classifier
 from ninlab.training.lightning_cli import BF16_HINT, NinlabCLI
+from ninlab.training.preflight import check_fit_trained
 from ninlab.training.profiler import NullProfiler
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -234,12 +236,18 @@ def test_ddp_on_cpu_shares_one_run_directory_and_shards_the_data(data_root, tmp_
     """
     shards = tmp_path / "shards"
     recorder = {"class_path": "shard_recorder.RecordShards", "init_args": {"folder": str(shards)}}
-    args = _fit_args(data_root, tmp_path / "runs", "--trainer.max_epochs", "2", "--trainer.accelerator", "cpu",
-                     "--trainer.strategy", "ddp", "--trainer.devices", "2", "--data.batch_size", "8",
-                     f"--trainer.callbacks+={json.dumps(recorder)}")  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")])}
+    # The progress bar and model summary stay on (a run with the bar once hung at the first epoch's end).
+    args = ["fit", "--data.root", str(data_root), "--data.val_size", "16", "--data.batch_size", "8",
+            "--trainer.default_root_dir", str(tmp_path / "runs"), "--trainer.max_epochs", "2",
+            "--trainer.accelerator", "cpu", "--trainer.strategy", "ddp", "--trainer.devices", "2",
+            f"--trainer.callbacks+={json.dumps(recorder)}"]  # fmt: skip
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")]),
+        "OMP_NUM_THREADS": "1",
+    }
     done = subprocess.run([sys.executable, "-m", "ninlab.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=240, check=False)  # fmt: skip
+                          timeout=400, check=False)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("test accuracy") == 1
     summary = json.loads((_only_run(tmp_path / "runs") / "summary.json").read_text())
@@ -336,3 +344,38 @@ def test_fp32_fit_on_a_cpu_with_bf16_instructions_points_to_bf16_mixed(native, p
         assert main(args) == 0
     assert "GPU available: False, used: False" in caplog.messages  # Lightning's own lines are seen here too
     assert (BF16_HINT in caplog.messages) == hinted
+
+
+@pytest.mark.parametrize(("flag", "value"), [("max_epochs", "0"), ("max_steps", "0"), ("limit_train_batches", "0"),
+                                             ("limit_train_batches", "0.0")])  # fmt: skip
+def test_fit_that_would_train_nothing_is_refused_before_anything_runs(flag, value, data_root, tmp_path, capsys):
+    # It used to test the random initial weights and exit 0 with a test accuracy, as if a model had been trained.
+    assert main(_fit_args(data_root, tmp_path, f"--trainer.{flag}", value)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"ninlab: error: --trainer.{flag} {value} trains nothing"), err
+    assert not list(tmp_path.rglob("*")), "a refused fit must leave no run directory"
+
+
+def test_empty_test_split_is_refused_before_training_with_one_line(tmp_path):
+    """Run as a user does (a subprocess, Lightning's own log handler): the error is the only line on stderr."""
+    _write_idx(tmp_path / "data" / "fashion-mnist", n_test=0)
+    args = ["fit", "--data.root", str(tmp_path / "data"), "--data.val_size", "16", "--data.batch_size", "16",
+            "--trainer.default_root_dir", str(tmp_path / "runs"), "--trainer.max_epochs", "1"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "NINLAB_DATA": str(tmp_path / "cache")}
+    done = subprocess.run([sys.executable, "-m", "ninlab.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=120, check=False)  # fmt: skip
+    assert done.returncode == 2, done.stderr[-2000:]
+    (line,) = done.stderr.strip().splitlines()  # before Lightning's "GPU available..." lines, not after them
+    assert line.startswith("ninlab: error: the test split of fashion-mnist") and "holds no images" in line
+    assert "test accuracy" not in done.stdout and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(("step", "batches", "stops"), [(0, 0, True), (0, float("inf"), False), (12, 0, False)])
+def test_fit_that_took_no_step_stops_before_testing(step, batches, stops):
+    # (0, inf): ddp_spawn's launching process, whose trainer did not train itself; (12, 0): a resumed, finished run.
+    trainer = SimpleNamespace(global_step=step, num_training_batches=batches)
+    if stops:
+        with pytest.raises(TrainingError, match="fit took no training step"):
+            check_fit_trained(trainer)
+    else:
+        check_fit_trained(trainer)

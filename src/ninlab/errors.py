@@ -11,6 +11,7 @@ __all__ = [
     "DataNotFoundError",
     "InputSizeError",
     "NinlabError",
+    "RunInterrupted",
     "TrainingError",
 ]
 
@@ -41,3 +42,23 @@ class CheckpointError(NinlabError):
 
 class TrainingError(NinlabError):
     """A training run that cannot go on: dead class maps (loss stuck at ln(num_classes)) or a non-finite loss."""
+
+
+class RunInterrupted(NinlabError):
+    """A command stopped by a signal (SIGTERM, SIGINT, SIGHUP, SIGUSR1); it exits with ``128 + signal number``.
+
+    Args:
+        message: The line to print: what stopped the run and how to resume it.
+        signal_number: The signal that stopped it.
+        quiet: Print nothing (DDP's extra processes: global rank 0 reports for the whole run).
+    """
+
+    def __init__(self, message: str, signal_number: int, quiet: bool = False) -> None:
+        super().__init__(message)
+        self.signal_number = signal_number
+        self.quiet = quiet
+
+    @property
+    def exit_code(self) -> int:
+        """``128 + signal number``, what a shell reports for a process that the signal ended; 0 when quiet."""
+        return 0 if self.quiet else 128 + self.signal_number

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 
 from ninlab._runtime.host_allocator import keep_freed_memory
 from ninlab._runtime.library_messages import hide_irrelevant_library_messages
-from ninlab.errors import NinlabError
+from ninlab.errors import NinlabError, RunInterrupted
 
 __all__ = ["main"]
 
@@ -67,6 +67,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         commands = _commands()
         args = _build_parser(commands).parse_args(argv)
         return commands[args.command][2](args)
+    except RunInterrupted as stop:  # a stop signal: not an error of the user's, but the run did not finish
+        if not stop.quiet:
+            print(f"ninlab: {stop}", file=sys.stderr)
+        return stop.exit_code
     except NinlabError as error:
         if verbose:
             raise

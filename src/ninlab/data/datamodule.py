@@ -19,7 +19,7 @@ from ninlab.data.folder import find_splits, load_images
 from ninlab.data.holdout import hold_out
 from ninlab.data.imageset import ImageSet
 from ninlab.data.sampler import IndexBatches, ShardedBatchSampler
-from ninlab.errors import ConfigError
+from ninlab.errors import ConfigError, DataError
 
 __all__ = ["ImageDataModule"]
 
@@ -166,6 +166,16 @@ class ImageDataModule(L.LightningDataModule):
     def _folder_splits(self) -> dict[str, Path]:
         """The split folders of a ``folder`` dataset (``train`` and any of ``val``, ``test``); empty for others."""
         return find_splits(self.root) if self.dataset == "folder" else {}
+
+    def check_test_split(self) -> None:
+        """Raise :class:`DataError` when the test split holds no images (``ninlab fit`` tests after training)."""
+        if "test" not in self._splits:
+            self._splits["test"] = self._test_split()
+        if len(self._splits["test"]) == 0:
+            where = f" under {self.root}" if self.root else ""
+            raise DataError(f"the test split of {self.dataset}{where} holds no images: nothing to test on "
+                            "(ninlab fit tests after training); add test images, or point --data.root to a copy "
+                            "with them")  # fmt: skip
 
     def _load(self, split: str) -> ImageSet:
         size, channels = self.folder_image_size, self.channels

@@ -16,11 +16,8 @@ Errors in arguments or configs become :class:`ConfigError` (one line) instead of
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import shutil
-import time
 import warnings
 from collections.abc import Sequence
 from importlib import resources
@@ -32,16 +29,18 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor, RichProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from ninlab._runtime.environment import cpu_has_native_bf16
+from ninlab._runtime.library_messages import HeldLines
 from ninlab._runtime.tensor_files import free_bytes
 from ninlab.data import ImageDataModule
 from ninlab.errors import CheckpointError, ConfigError, NinlabError, TrainingError
 from ninlab.training.callbacks import (
     DeadClassMapGuard,
     NonFiniteLossGuard,
+    ReleaseHeldLines,
     RunCheckpoint,
     RunProgressBar,
     RunReport,
@@ -50,7 +49,10 @@ from ninlab.training.callbacks import (
 )
 from ninlab.training.checkpoint_io import SafeCheckpointIO, read_checkpoint
 from ninlab.training.module import NiNClassifier
+from ninlab.training.preflight import check_fit_trained, check_fit_trains
 from ninlab.training.profiler import NullProfiler
+from ninlab.training.run_dirs import RUN_DIR_ENV, discard_unfinished_run, find_last_checkpoint, new_run_dir
+from ninlab.training.signals import STOP_ENDINGS, StopSignals, use_lightning_sigterm_handling
 from ninlab.training.untrusted import check_hyperparameters, harden_config_parsing
 
 __all__ = [
@@ -67,8 +69,8 @@ __all__ = [
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 DEFAULT_RECIPE = "fast_fashion_mnist"
 _DEFAULT_ROOT = "runs"
-RUN_DIR_ENV = "NINLAB_RUN_DIR"
-"""Environment variable naming the run directory; set, it is used as is (DDP's extra processes inherit it)."""
+HELD_LINES = HeldLines()
+"""Lightning's info lines from building the trainer to its first loop (one command at a time per process)."""
 BF16_HINT = ("This CPU multiplies bf16 natively (AVX512-BF16 or AMX): `--trainer.precision bf16-mixed` trains faster "
              "here (the default recipe: 1.3x, to the same accuracy; docs/benchmarks.md)")  # fmt: skip
 """The line ``ninlab fit`` logs before an fp32 run on a CPU with bf16 instructions."""
@@ -81,27 +83,6 @@ def recipe_path(name: str) -> Path:
         known = sorted(p.stem for p in path.parent.glob("*.yaml"))
         raise ConfigError(f"no recipe {name!r}; ninlab ships: {', '.join(known)}")
     return path
-
-
-def find_last_checkpoint(root: str | Path, name: str) -> Path:
-    """The newest ``<root>/<name>/<run>/checkpoints/last.ckpt``; :class:`ConfigError` if there is none."""
-    candidates = sorted(Path(root, name).glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
-    if not candidates:
-        raise ConfigError(f"--ckpt_path last: no {Path(root, name, '*', 'checkpoints', 'last.ckpt')} to resume from; "
-                          "pass the path of a checkpoint instead")  # fmt: skip
-    return candidates[-1]
-
-
-def _new_run_dir(root: str | Path, name: str) -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    for attempt in range(1000):  # two runs started in the same second get -1, -2...
-        path = Path(root, name, stamp if attempt == 0 else f"{stamp}-{attempt}")
-        try:
-            path.mkdir(parents=True)
-            return path
-        except FileExistsError:
-            continue
-    raise ConfigError(f"cannot create a new run directory under {Path(root, name)}")
 
 
 def _loggers(run_dir: Path) -> list:
@@ -176,6 +157,11 @@ class NinlabCLI(LightningCLI):
         if not resume_last:
             self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
 
+    def before_instantiate_classes(self) -> None:
+        """Refuse a ``fit`` that trains nothing, before any run directory or Lightning banner."""
+        if self.subcommand == "fit":
+            check_fit_trains(self._active_config.trainer)
+
     def instantiate_trainer(self, **kwargs) -> Trainer:
         """The trainer, writing into the run directory with CSV and TensorBoard loggers unless others are configured.
 
@@ -183,23 +169,28 @@ class NinlabCLI(LightningCLI):
         saved in a run stays reusable (``ninlab test -c runs/.../config.yaml`` makes a new run, not a nested one).
         """
         config = self._active_config
+        if self.subcommand in ("fit", "test"):  # before the run directory and Lightning's banner
+            self.datamodule.check_test_split()
         # DDP re-runs this command in one process per extra device; they inherit the environment, so the run
         # directory the first process creates is shared through RUN_DIR_ENV rather than created again.
         run_dir = os.environ.get(RUN_DIR_ENV)
         created = run_dir is None
         if created:
             # Created only now, after the model and data were built, so a bad option leaves no empty run directory.
-            run_dir = str(_new_run_dir(config.trainer.default_root_dir or _DEFAULT_ROOT, config.name))
+            run_dir = str(new_run_dir(config.trainer.default_root_dir or _DEFAULT_ROOT, config.name))
             os.environ[RUN_DIR_ENV] = run_dir
         kwargs.setdefault("default_root_dir", run_dir)
         if config.trainer.logger in (None, True):
             kwargs.setdefault("logger", _loggers(Path(run_dir)))
         if config.trainer.profiler is None:
             kwargs.setdefault("profiler", NullProfiler())
+        HELD_LINES.hold()  # Lightning's banner, until a loop starts: an error found before is the only line
         try:
             trainer = super().instantiate_trainer(**kwargs)
         except (MisconfigurationException, ValueError) as error:  # contradictory or unknown trainer flags
             raise ConfigError(" ".join(str(error).split())) from error
+        trainer.callbacks.insert(0, ReleaseHeldLines(HELD_LINES))  # before the progress bar draws
+        use_lightning_sigterm_handling(trainer)
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # the default, not a user's plugin
             trainer.strategy.checkpoint_io = SafeCheckpointIO()
         bar = trainer.progress_bar_callback
@@ -222,12 +213,13 @@ class NinlabCLI(LightningCLI):
         trainer = self.trainer
         if trainer.interrupted:
             return
+        check_fit_trained(trainer)
         checkpoint = trainer.checkpoint_callback
         ckpt_path = "best" if checkpoint is not None and getattr(checkpoint, "best_model_path", "") else None
         results = trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path, verbose=False)
         accuracy = results[0]["test/acc"] if results else float("nan")
         if trainer.is_global_zero:
-            tested = trainer.ckpt_path or "last weights"
+            tested = trainer.ckpt_path or (checkpoint.best_model_path if ckpt_path else "last weights")  # spawn: None
             print(f"test accuracy {accuracy:.4f} ({tested}); run: {RunReport.run_dir(trainer)}")
 
 
@@ -255,50 +247,46 @@ def run(argv: Sequence[str]) -> int:
     Raises:
         ConfigError: An unknown option, a malformed config or a value the model or data rejects.
     """
-    argv = _with_default_recipe(list(argv))
+    given = list(argv)
+    argv = _with_default_recipe(given)
     inherited_run_dir = RUN_DIR_ENV in os.environ
     # "Seed set to N" would precede any error line; the seed is in the run's config.yaml and summary.json anyway.
     logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)
     # Parse errors raise instead of printing usage and exiting, so they become one ConfigError line.
     parser_kwargs = {"prog": "ninlab", "exit_on_error": False, **{cmd: {"exit_on_error": False} for cmd in SUBCOMMANDS}}
+    stops = StopSignals()
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), stops:
             # argv is the real command line minus "ninlab", so LightningCLI's "args and sys.argv both given" is noise.
             warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
             NinlabCLI(NiNClassifier, ImageDataModule, args=argv, parser_kwargs=parser_kwargs,
                       trainer_defaults={"callbacks": training_callbacks()}, save_config_kwargs={"overwrite": True},
                       auto_configure_optimizers=False, load_from_checkpoint_support=False)  # fmt: skip
+    except STOP_ENDINGS as ending:
+        if stops.received is None and isinstance(ending, SystemExit):  # --help and --print_config exit via argparse
+            return ending.code if isinstance(ending.code, int) else 0
+        discard_unfinished_run(inherited_run_dir)
+        raise stops.interrupted(ending, given, os.environ.get(RUN_DIR_ENV)) from None
     except ArgumentError as error:
-        _discard_unfinished_run(inherited_run_dir)
+        discard_unfinished_run(inherited_run_dir)
         raise ConfigError(" ".join(str(error).split())) from error
     except TrainingError:  # a guard stopped a run that trained: its directory records why
         raise
     except (NinlabError, OSError) as error:
         run_dir = os.environ.get(RUN_DIR_ENV)
         free = free_bytes(run_dir) if run_dir else None  # before the run directory may be discarded
-        _discard_unfinished_run(inherited_run_dir)
+        discard_unfinished_run(inherited_run_dir)
         if isinstance(error, OSError) and error.errno and error.filename is None and run_dir:
             # Loggers' writes (metrics.csv, TensorBoard events) fail without a file name: name the run directory.
             room = f" ({free // 1024} KiB free)" if free is not None else ""
             raise OSError(error.errno, f"{error.strerror} writing the run's logs{room}", run_dir) from error
         raise
-    except SystemExit as exit_:  # --help and --print_config exit through argparse
-        return exit_.code if isinstance(exit_.code, int) else 0
+    except Exception as error:
+        if stops.received is not None and rank_zero_only.rank != 0:  # a DDP process whose peers already stopped
+            raise stops.interrupted(error, given, None) from None
+        raise
     finally:
+        HELD_LINES.discard()  # what a failed command held; released already when it ran
         if not inherited_run_dir:  # the next command in this process gets its own run directory
             os.environ.pop(RUN_DIR_ENV, None)
     return 0
-
-
-def _discard_unfinished_run(inherited: bool) -> None:
-    """Remove the run directory this command created when bad input or a failed write stopped it early.
-
-    A run that wrote a checkpoint is kept (it can be resumed); DDP's extra processes (which inherited the
-    directory) never remove it.
-    """
-    run_dir = os.environ.get(RUN_DIR_ENV)
-    if inherited or run_dir is None or any(Path(run_dir).rglob("*.ckpt")):
-        return
-    shutil.rmtree(run_dir, ignore_errors=True)
-    with contextlib.suppress(OSError):  # the run name's folder too, unless other runs live there
-        Path(run_dir).parent.rmdir()

@@ -2,6 +2,7 @@
 
 from ninlab.training.callbacks.checkpointing import RunCheckpoint
 from ninlab.training.callbacks.guards import DeadClassMapGuard, NonFiniteLossGuard
+from ninlab.training.callbacks.held_lines import ReleaseHeldLines
 from ninlab.training.callbacks.progress import RunProgressBar
 from ninlab.training.callbacks.report import RunReport
 from ninlab.training.callbacks.seeding import StepSeed
@@ -10,6 +11,7 @@ from ninlab.training.callbacks.throughput import ThroughputMeter
 __all__ = [
     "DeadClassMapGuard",
     "NonFiniteLossGuard",
+    "ReleaseHeldLines",
     "RunCheckpoint",
     "RunProgressBar",
     "RunReport",

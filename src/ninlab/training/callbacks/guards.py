@@ -36,6 +36,16 @@ class _ReadsEvery(Callback):
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._every = self.check_every or (1 if pl_module.device.type == "cpu" else 50)
 
+    @staticmethod
+    def _across_processes(trainer: Trainer, value: torch.Tensor, reduce_op: str) -> torch.Tensor:
+        """``value`` reduced over DDP processes; every process calls this at the same steps.
+
+        Each process sees its own shard, so one may find a dead or diverged batch the others do not; stopping
+        alone would leave them waiting for it in the next gradient reduction. Deciding on the reduced value, every
+        process stops at the same step, with the same message.
+        """
+        return trainer.strategy.reduce(value, reduce_op=reduce_op) if trainer.world_size > 1 else value
+
 
 class DeadClassMapGuard(_ReadsEvery):
     """Stop training when the network's output no longer depends on its input.
@@ -65,29 +75,32 @@ class DeadClassMapGuard(_ReadsEvery):
         if self.max_steps is not None and trainer.global_step > self.max_steps:
             return
         logits = outputs["logits"] if isinstance(outputs, dict) else None
-        if logits is None or len(logits) < 2:
-            return
-        self._num_classes = logits.shape[1]
-        dead = (logits == logits[:1]).all()
-        if self._dead_batches is None:
-            self._dead_batches = self._longest = dead.long()
-        else:
-            self._dead_batches = (self._dead_batches + 1) * dead
-            self._longest = torch.maximum(self._longest, self._dead_batches)
+        if logits is not None and len(logits) > 1:
+            self._num_classes = logits.shape[1]
+            dead = (logits == logits[:1]).all()
+            if self._dead_batches is None:
+                self._dead_batches = self._longest = dead.long()
+            else:
+                self._dead_batches = (self._dead_batches + 1) * dead
+                self._longest = torch.maximum(self._longest, self._dead_batches)
         step = trainer.global_step
         if step % self._every == 0 or step == self.max_steps:
-            self._check(step)
+            self._check(trainer, pl_module, step)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._check(trainer.global_step)
+        self._check(trainer, pl_module, trainer.global_step)
 
-    def _check(self, step: int) -> None:
-        if self._longest is None or int(self._longest) < self.patience:
+    def _check(self, trainer: Trainer, pl_module: LightningModule, step: int) -> None:
+        longest = (
+            self._longest if self._longest is not None else torch.zeros((), dtype=torch.long, device=pl_module.device)
+        )
+        longest = int(self._across_processes(trainer, longest, "max"))
+        if longest < self.patience:
             return
-        num_classes = self._num_classes
+        num_classes = self._num_classes or pl_module.num_classes
         raise TrainingError(
             f"training stopped at step {step}: the network gives every image the same logits "
-            f"({int(self._longest)} batches in a row), so the loss is stuck at ln({num_classes}) = "
+            f"({longest} batches in a row), so the loss is stuck at ln({num_classes}) = "
             f"{math.log(num_classes):.6f} and nothing learns. The ReLU after the last conv has zeroed every class map "
             "(dead class maps, NiN's known failure); set model_kwargs.final_act=false, use --model.init xavier, "
             "lower --model.lr, or add BatchNorm (model_kwargs.norm_layer=batchnorm)"
@@ -113,21 +126,21 @@ class NonFiniteLossGuard(_ReadsEvery):
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        if loss is None:
-            return
-        loss = loss.detach()
-        # Read every step, the loss itself is the sum since the last read.
-        self._loss_sum = loss if self._loss_sum is None or self._every == 1 else self._loss_sum + loss
+        if loss is not None:
+            loss = loss.detach()
+            # Read every step, the loss itself is the sum since the last read.
+            self._loss_sum = loss if self._loss_sum is None or self._every == 1 else self._loss_sum + loss
         if trainer.global_step % self._every == 0:
-            self._check(trainer.global_step)
+            self._check(trainer, pl_module, trainer.global_step)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._check(trainer.global_step)
+        self._check(trainer, pl_module, trainer.global_step)
 
-    def _check(self, step: int) -> None:
-        if self._loss_sum is None:
+    def _check(self, trainer: Trainer, pl_module: LightningModule, step: int) -> None:
+        if self._loss_sum is None and trainer.world_size == 1:
             return
-        total = float(self._loss_sum)
+        loss_sum = self._loss_sum if self._loss_sum is not None else torch.zeros((), device=pl_module.device)
+        total = float(self._across_processes(trainer, loss_sum.float(), "sum"))  # a NaN or inf anywhere stays
         if math.isfinite(total):
             self._last_finite_step = step
             return

@@ -51,6 +51,16 @@ class RunProgressBar(TQDMProgressBar):
             self._running["img/s"] = meter.recent_images_per_s
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Read the epoch's logged values on every process, then draw them (on global rank 0 only).
+
+        Reading them reduces each value logged with ``sync_dist=True`` across DDP processes, a collective. Lightning's
+        bar reads only where it draws, so rank 0 waited in that reduction while the others went on to the next
+        collective (the LightningModule's epoch tally): a hang. Every process reads here, at the same hook.
+        """
+        _ = trainer.progress_bar_metrics
+        super().on_train_epoch_end(trainer, pl_module)
+
     def get_metrics(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, int | str | float | dict]:
         """Lightning's items (version, values logged with ``prog_bar=True``) plus the running loss and images/s."""
         return {**super().get_metrics(trainer, pl_module), **self._running}

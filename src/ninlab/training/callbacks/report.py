@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from ninlab._runtime.atomic import atomic_open
 from ninlab._runtime.environment import machine_info, versions
@@ -83,6 +84,8 @@ class RunReport(Callback):
         meter = next((cb for cb in trainer.callbacks if isinstance(cb, ThroughputMeter)), None)
         rate = _job_rate(trainer, pl_module, meter.images_per_s if meter else None)
         steady = _job_rate(trainer, pl_module, meter.steady_images_per_s if meter else None)
+        # Read on every DDP process: a value logged with sync_dist that no one has read yet is reduced on first read.
+        metrics = trainer.callback_metrics
         if not trainer.is_global_zero:
             return
         checkpoint = trainer.checkpoint_callback
@@ -90,8 +93,8 @@ class RunReport(Callback):
         values = {
             "epochs": trainer.current_epoch,
             "steps": trainer.global_step,
-            "val_acc": float(best) if best is not None else _scalar(trainer.callback_metrics, "val/acc"),
-            "val_loss": _scalar(trainer.callback_metrics, "val/loss"),
+            "val_acc": float(best) if best is not None else _scalar(metrics, "val/acc"),
+            "val_loss": _scalar(metrics, "val/loss"),
             "best_checkpoint": getattr(checkpoint, "best_model_path", None) or None,
             "train_images_per_s": round(rate, 1) if rate is not None else None,
             "train_images_per_s_steady": round(steady, 1) if steady is not None else None,
@@ -109,10 +112,12 @@ class RunReport(Callback):
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         if not trainer.is_global_zero:
             return
+        stopped = isinstance(exception, SIGTERMException | KeyboardInterrupt)
+        why = "stopped by a signal; resume from last.ckpt" if stopped else f"{type(exception).__name__}: {exception}"
         # A failed run still says why in its directory, where it can; on a full or read-only disk it cannot, and
         # the error that stopped the run (not this write's) is the one the user must see.
         with contextlib.suppress(OSError):
-            self._update_summary(trainer, pl_module, {"error": f"{type(exception).__name__}: {exception}"})
+            self._update_summary(trainer, pl_module, {"error": why})
 
     def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         n = pl_module.num_classes
@@ -139,9 +144,9 @@ class RunReport(Callback):
         confusion = self._confusion
         if trainer.world_size > 1:  # under DDP each process saw a shard of the test set
             confusion = pl_module.all_gather(confusion.to(pl_module.device)).sum(0).cpu()
+        metrics = trainer.callback_metrics  # on every process, as in on_fit_end
         if not trainer.is_global_zero:
             return
-        metrics = trainer.callback_metrics
         values = {
             "test_acc": _scalar(metrics, "test/acc"),
             "test_acc_top5": _scalar(metrics, "test/acc_top5"),

@@ -6,6 +6,7 @@ import statistics
 import time
 from typing import Any
 
+import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 __all__ = ["ThroughputMeter"]
@@ -82,10 +83,17 @@ class ThroughputMeter(Callback):
         self._recent = rate if not self._recent else self.smoothing * self._recent + (1 - self.smoothing) * rate
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        rate = self._epoch_images / self._epoch_seconds if self._epoch_seconds else 0.0
         if self._epoch_seconds:
-            # Summed over DDP processes: the logged rate is the whole job's.
-            rate = self._epoch_images / self._epoch_seconds
             self.epoch_images_per_s.append(rate)
-            pl_module.log("train/images_per_s", rate, sync_dist=True, reduce_fx="sum")
+        # Reduced here, in a hook every DDP process runs, and logged as plain values. Logged with sync_dist, they
+        # would be reduced whenever Lightning first reads them: under DDP, in the progress bar, which reads only
+        # where it draws (global rank 0), while the other processes waited in the next collective: a hang.
+        device = pl_module.device
+        job_rate = trainer.strategy.reduce(torch.tensor(rate, device=device), reduce_op="sum")  # the whole job's
         # Runs after the epoch's validation, so it is the time at which that epoch's val/acc was known.
-        pl_module.log("time/elapsed_s", time.perf_counter() - self._fit_start, reduce_fx="max", sync_dist=True)
+        elapsed = torch.tensor(time.perf_counter() - self._fit_start, device=device)
+        elapsed = trainer.strategy.reduce(elapsed, reduce_op="max")
+        if self._epoch_seconds:
+            pl_module.log("train/images_per_s", job_rate)
+        pl_module.log("time/elapsed_s", elapsed)
