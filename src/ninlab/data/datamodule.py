@@ -193,9 +193,6 @@ class ImageDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         """Build the splits this ``stage`` needs: ``fit``/``validate`` train+val, ``test`` test, ``predict`` images."""
-        if stage in (None, "fit", "test") and self._folder_splits.keys() == {"train"} and self.val_size == 0:
-            raise ConfigError(f"{self.root}: val_size=0 and no val/ or test/ folder leaves no image to evaluate on; "
-                              "keep --data.val_size above 0 or add a test/ folder")  # fmt: skip
         if stage in (None, "fit", "validate") and "train" not in self._splits:
             self._split_train()
         if stage in (None, "test") and "test" not in self._splits:
@@ -219,6 +216,9 @@ class ImageDataModule(L.LightningDataModule):
         if not self._folder_splits or "test" in self._folder_splits:
             return self._batches("test")
         own_val = "val" in self._folder_splits
+        if not own_val and self.val_size == 0:
+            raise ConfigError(f"{self.root}: val_size=0 and no val/ or test/ folder leaves no image to evaluate on; "
+                              "keep --data.val_size above 0 or add a test/ folder")  # fmt: skip
         data = self._batches("val") if own_val else hold_out(self._train_set, self.val_size, self.seed)[1]
         used = self._folder_splits["val"] if own_val else f"the images held out of {self.root} (--data.val_size)"
         rank_zero_info(f"{self.root}: no test/ folder; the final evaluation uses {used} ({len(data):,} images, also "

@@ -184,7 +184,6 @@ class NinlabCLI(LightningCLI):
             kwargs.setdefault("logger", _loggers(Path(run_dir)))
         if config.trainer.profiler is None:
             kwargs.setdefault("profiler", NullProfiler())
-        HELD_LINES.hold()  # Lightning's banner, until a loop starts: an error found before is the only line
         try:
             trainer = super().instantiate_trainer(**kwargs)
         except (MisconfigurationException, ValueError) as error:  # contradictory or unknown trainer flags
@@ -255,6 +254,9 @@ def run(argv: Sequence[str]) -> int:
     # Parse errors raise instead of printing usage and exiting, so they become one ConfigError line.
     parser_kwargs = {"prog": "ninlab", "exit_on_error": False, **{cmd: {"exit_on_error": False} for cmd in SUBCOMMANDS}}
     stops = StopSignals()
+    # Lightning's banner is held until a loop starts (ReleaseHeldLines): an error found before is the only line.
+    # Held here, not where the trainer is built, so code that builds the CLI itself (the benchmark) holds nothing.
+    HELD_LINES.hold()
     try:
         with warnings.catch_warnings(), stops:
             # argv is the real command line minus "ninlab", so LightningCLI's "args and sys.argv both given" is noise.
