@@ -24,7 +24,7 @@ from ninlab.data.cache import load_or_build
 from ninlab.data.imageset import ImageSet
 from ninlab.errors import ConfigError, DataError, DataNotFoundError
 
-__all__ = ["IMAGE_SUFFIXES", "load_folder", "load_images"]
+__all__ = ["IMAGE_SUFFIXES", "find_images", "load_folder", "load_images", "load_images_unresized"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 _GREY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
@@ -102,6 +102,33 @@ def load_images(
         DataNotFoundError: a path does not exist, or no image was found.
         DataError: an empty, unreadable or non-image file.
     """
+    files = find_images(paths)
+    return _decode_all(files, image_size, channels), files
+
+
+def load_images_unresized(paths: Iterable[str | os.PathLike], channels: int) -> tuple[list[torch.Tensor], list[Path]]:
+    """Load unlabelled images for prediction as :func:`load_images` does, but each at its own size.
+
+    For paths that resize on the tensors (:func:`ninlab.data.transforms.prepare_images`, as training does), so an
+    image never goes through two different resizes and never depends on the other images of the call.
+
+    Returns:
+        One uint8 ``1 x C x H x W`` tensor per file, and the files, in the same order.
+    """
+    files = find_images(paths)
+    images = [_decode_all([path], None, channels, progress=False)
+              for path in tqdm(files, desc="decoding images", unit="img", disable=None)]  # fmt: skip
+    return images, files
+
+
+def find_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """The image files among ``paths``: files as given, folders searched recursively in sorted order.
+
+    Raises:
+        DataNotFoundError: a path does not exist, or no image was found.
+        DataError: a non-image or unreadable file inside a folder.
+    """
+    paths = list(paths)
     files: list[Path] = []
     for path in map(Path, paths):
         if path.is_dir():
@@ -112,7 +139,7 @@ def load_images(
             raise DataNotFoundError(f"{path}: expected an image file or a folder of images, found nothing there")
     if not files:
         raise DataNotFoundError(f"{', '.join(map(str, paths))}: expected image files, found none")
-    return _decode_all(files, image_size, channels), files
+    return files
 
 
 def _visible(folder: Path) -> list[Path]:
@@ -146,7 +173,9 @@ def _open(path: Path) -> Image.Image:
         raise DataError(f"{path}: expected an image Pillow can read, found {error}; delete or re-export it") from error
 
 
-def _decode_all(files: list[Path], image_size: Size | None, channels: int | None) -> torch.Tensor:
+def _decode_all(
+    files: list[Path], image_size: Size | None, channels: int | None, progress: bool = True
+) -> torch.Tensor:
     if channels not in (None, 1, 3):
         raise ConfigError(f"channels must be 1 or 3, found {channels}; pass channels=1 (grey) or 3 (RGB)")
     if image_size is None or channels is None:
@@ -161,7 +190,7 @@ def _decode_all(files: list[Path], image_size: Size | None, channels: int | None
     height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
     mode = "L" if channels == 1 else "RGB"
     out = np.empty((len(files), height, width, channels), dtype=np.uint8)
-    for i, path in enumerate(tqdm(files, desc="decoding images", unit="img", disable=None)):
+    for i, path in enumerate(tqdm(files, desc="decoding images", unit="img", disable=None if progress else True)):
         with _open(path) as image:
             try:
                 image = image.convert(mode)
