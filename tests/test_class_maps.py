@@ -77,3 +77,103 @@ def test_refuses_what_has_no_class_maps():
         ninlab.class_maps(net, torch.randn(1, 3, 28, 28))
     with pytest.raises(InputSizeError, match="float"):
         ninlab.class_maps(net, torch.zeros(1, 1, 28, 28, dtype=torch.uint8))
+
+
+# --- the maps point at the object: a class decided by a small pattern at a random place in clutter ---
+
+PATTERNS = torch.tensor(
+    [
+        [
+            [0, 0, 1, 1, 0, 0],
+            [0, 0, 1, 1, 0, 0],
+            [1, 1, 1, 1, 1, 1],
+            [1, 1, 1, 1, 1, 1],
+            [0, 0, 1, 1, 0, 0],
+            [0, 0, 1, 1, 0, 0],
+        ],
+        [
+            [1, 1, 0, 0, 1, 1],
+            [1, 1, 0, 0, 1, 1],
+            [0, 0, 1, 1, 0, 0],
+            [0, 0, 1, 1, 0, 0],
+            [1, 1, 0, 0, 1, 1],
+            [1, 1, 0, 0, 1, 1],
+        ],
+        [
+            [1, 1, 1, 1, 1, 1],
+            [1, 0, 0, 0, 0, 1],
+            [1, 0, 1, 1, 0, 1],
+            [1, 0, 1, 1, 0, 1],
+            [1, 0, 0, 0, 0, 1],
+            [1, 1, 1, 1, 1, 1],
+        ],
+        [
+            [1, 0, 1, 0, 1, 0],
+            [1, 0, 1, 0, 1, 0],
+            [1, 0, 1, 0, 1, 0],
+            [1, 0, 1, 0, 1, 0],
+            [1, 0, 1, 0, 1, 0],
+            [1, 0, 1, 0, 1, 0],
+        ],
+    ],
+    dtype=torch.float32,
+)  # plus, X, ring with a dot, bars: 6 x 6 glyphs on 28 x 28 images
+SIDE, GLYPH = 28, 6
+
+
+def pattern_images(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``n`` cluttered 28 x 28 images, each with one class glyph at a random place: images, labels, glyph corners.
+
+    Clutter: noise, plus three random bright strokes (1 x 4 to 4 x 1 px) that overlap no glyph shape, so only the
+    glyph decides the class and a network that looked at the whole image could not guess it.
+    """
+    g = torch.Generator().manual_seed(seed)
+    images = torch.rand(n, 1, SIDE, SIDE, generator=g) * 0.4
+    for i in range(n):
+        for _ in range(3):
+            length, vertical = int(torch.randint(2, 5, (1,), generator=g)), bool(torch.randint(0, 2, (1,), generator=g))
+            h, w = (length, 1) if vertical else (1, length)
+            y, x = (int(v) for v in torch.randint(0, SIDE - 4, (2,), generator=g))
+            images[i, 0, y : y + h, x : x + w] = 0.9
+    labels = torch.randint(0, len(PATTERNS), (n,), generator=g)
+    corners = torch.randint(0, SIDE - GLYPH + 1, (n, 2), generator=g)
+    for i, ((y, x), label) in enumerate(zip(corners.tolist(), labels.tolist(), strict=True)):
+        patch = images[i, 0, y : y + GLYPH, x : x + GLYPH]
+        images[i, 0, y : y + GLYPH, x : x + GLYPH] = torch.where(PATTERNS[label] > 0, 1.0, patch * 0.5)
+    return (images * 255).round().to(torch.uint8), labels, corners
+
+
+def peak_on_pattern(
+    maps: torch.Tensor, predicted: torch.Tensor, corners: torch.Tensor, margin: int = 2
+) -> torch.Tensor:
+    """Whether the peak of each image's predicted-class map (upsampled to the image) lies on its glyph (+ margin)."""
+    chosen = maps[torch.arange(len(maps)), predicted].flatten(1).argmax(1)
+    y, x = chosen // SIDE, chosen % SIDE
+    top, left = corners[:, 0], corners[:, 1]
+    inside_y = (y >= top - margin) & (y < top + GLYPH + margin)
+    return inside_y & (x >= left - margin) & (x < left + GLYPH + margin)
+
+
+def test_class_map_peaks_fall_on_the_pattern():
+    from ninlab.data.transforms import channel_stats, prepare_images
+
+    torch.manual_seed(0)
+    train_images, train_labels, _ = pattern_images(1200, seed=1)
+    test_images, _, corners = pattern_images(300, seed=2)  # unseen images
+    mean, std = channel_stats(train_images)
+    x_train = prepare_images(train_images, mean, std)
+    model = NiNClassifier("nin_fast", {"widths": [8, 16, 32]}, num_classes=len(PATTERNS), optimizer="adam",
+                          lr=3e-3, weight_decay=0.0, schedule="constant", init="kaiming")  # fmt: skip
+    optimizer, _ = model.build_optimization(total_steps=1, steps_per_epoch=1)
+    model.train()
+    for _ in range(3):
+        for batch in torch.randperm(len(x_train)).split(64):
+            loss = torch.nn.functional.cross_entropy(model(x_train[batch]), train_labels[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    x_test = prepare_images(test_images, mean, std)
+    maps = ninlab.class_maps(model, x_test)
+    hits = peak_on_pattern(maps, maps.mean((2, 3)).argmax(1), corners).float().mean()
+    print(f"class-map peak on the pattern: {hits:.3f} of {len(x_test)} unseen images")
+    assert hits >= 0.9
