@@ -49,7 +49,8 @@ def main() -> None:
         coverage.append(garment.flatten(1).mean(1)[counted])
     share, area = torch.cat(on_object), torch.cat(coverage)
     print(f"images counted {len(share)} of {len(test)}; accuracy of the maps' means {correct / len(test):.4f}")
-    print(f"positive mass of the predicted class's map on the garment: {share.mean():.4f} (median {share.median():.4f})")
+    median = share.median()
+    print(f"positive mass of the predicted class's map on the garment: {share.mean():.4f} (median {median:.4f})")
     print(f"share of the image the garment covers (an even map's score): {area.mean():.4f}")
 
 
