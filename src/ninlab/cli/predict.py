@@ -35,10 +35,11 @@ def _write(predictions: list[Prediction], fmt: str, out) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``ninlab predict-images``."""
-    parser.add_argument("inputs", nargs="+", metavar="[CKPT] IMAGE", help="a .ckpt written by ninlab fit (class "
+    parser.add_argument("inputs", nargs="+", metavar="PATH", help="a .ckpt written by ninlab fit (class "
                         "names are stored in it; omitted with --pretrained), then image files and/or folders of "
                         "images (searched recursively)")  # fmt: skip
     add_pretrained_option(parser)
+    parser.usage = "ninlab predict-images CKPT IMAGE_OR_FOLDER... | --pretrained NAME IMAGE_OR_FOLDER... [options]"
     parser.add_argument("-k", "--top-k", type=int, default=3, help="classes to show per image (default 3)")
     parser.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output format")
     parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
