@@ -107,7 +107,7 @@ def test_every_recipe_runs_fast_dev_run(recipe, data_root, tmp_path, monkeypatch
 
 def test_run_directory_holds_the_whole_record(trained_run, capsys):
     files = {p.relative_to(trained_run).as_posix() for p in trained_run.rglob("*") if p.is_file()}
-    assert {"config.yaml", "metrics.csv", "curves.png", "confusion_matrix.png", "summary.json",
+    assert {"config.yaml", "metrics.csv", "curves.png", "confusion_matrix.png", "class_maps.png", "summary.json",
             "checkpoints/last.ckpt"} <= files  # fmt: skip
     assert any(f.startswith("checkpoints/epoch") for f in files)
     assert any(f.startswith("tensorboard/events.out.tfevents") for f in files)

@@ -1,6 +1,7 @@
 """ninlab: Network-in-Network image classifiers on PyTorch Lightning."""
 
 from ninlab.errors import ConfigError, DataError, InputSizeError, NinlabError
+from ninlab.models.class_maps import class_maps
 from ninlab.models.registry import create_model, list_models, register_model
 
 __all__ = [
@@ -9,6 +10,7 @@ __all__ = [
     "InputSizeError",
     "NinlabError",
     "__version__",
+    "class_maps",
     "create_model",
     "list_models",
     "register_model",

@@ -23,7 +23,7 @@ Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argpar
 
 def _commands() -> dict[str, Command]:
     # Imported lazily so `ninlab --help` stays fast and one command's imports never slow another.
-    from ninlab.cli import bench, datasets, export, predict, summary
+    from ninlab.cli import bench, datasets, explain, export, models, predict, summary
 
     return {
         "summary": ("layer-by-layer shapes, parameters and MACs of a model", summary.add_arguments, summary.run),
@@ -34,6 +34,8 @@ def _commands() -> dict[str, Command]:
         ),
         "export": ("export a checkpoint to ONNX, verified against PyTorch", export.add_arguments, export.run),
         "predict-images": ("top-k classes of image files or folders", predict.add_arguments, predict.run),
+        "explain": ("class maps: where the network finds each class in images", explain.add_arguments, explain.run),
+        "models": ("the NiN variants and the trained weights ninlab ships", models.add_arguments, models.run),
         "bench": ("training throughput: seed-style vs ninlab vs a bare loop", bench.add_arguments, bench.run),
     }
 

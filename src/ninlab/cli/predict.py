@@ -7,9 +7,9 @@ import csv
 import json
 import sys
 
+from ninlab.cli.model_source import add_pretrained_option, model_and_images
 from ninlab.data.folder import printable
 from ninlab.errors import ConfigError
-from ninlab.inference.loading import load_classifier
 from ninlab.inference.predict import Prediction, predict_files
 
 __all__ = ["add_arguments", "run"]
@@ -37,8 +37,11 @@ def _write(predictions: list[Prediction], fmt: str, out) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``ninlab predict-images``."""
-    parser.add_argument("checkpoint", help="a .ckpt written by ninlab fit (class names are stored in it)")
-    parser.add_argument("paths", nargs="+", help="image files and/or folders of images (searched recursively)")
+    parser.add_argument("inputs", nargs="+", metavar="PATH", help="a .ckpt written by ninlab fit (class "
+                        "names are stored in it; omitted with --pretrained), then image files and/or folders of "
+                        "images (searched recursively)")  # fmt: skip
+    add_pretrained_option(parser)
+    parser.usage = "ninlab predict-images CKPT IMAGE_OR_FOLDER... | --pretrained NAME IMAGE_OR_FOLDER... [options]"
     parser.add_argument("-k", "--top-k", type=int, default=3, help="classes to show per image (default 3)")
     parser.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output format")
     parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
@@ -48,6 +51,6 @@ def run(args: argparse.Namespace) -> int:
     """Print the top-k predictions of every image."""
     if args.top_k < 1 or args.batch_size < 1:
         raise ConfigError(f"--top-k and --batch-size must be >= 1, got {args.top_k} and {args.batch_size}")
-    model = load_classifier(args.checkpoint)
-    _write(predict_files(model, args.paths, args.top_k, args.batch_size), args.format, sys.stdout)
+    model, paths = model_and_images(args)
+    _write(predict_files(model, paths, args.top_k, args.batch_size), args.format, sys.stdout)
     return 0

@@ -245,6 +245,15 @@ class ImageDataModule(L.LightningDataModule):
             raise ConfigError("the train split is not set up; call setup('fit') first")
         return self._splits["train"].tensors
 
+    def sample_images(self, split: str, per_class: int, max_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """A fixed set of uint8 images and labels of ``split``: the first ``per_class`` images (in file order) of each
+        of the first ``max_classes`` classes, the same in every run."""
+        data = self._splits.get(split)
+        images, labels = data.tensors if data is not None else (self._load(split).images, self._load(split).labels)
+        classes = range(min(max_classes, self.num_classes))
+        index = torch.cat([torch.nonzero(labels == c).flatten()[:per_class] for c in classes])
+        return images[index], labels[index]
+
     def train_dataloader(self) -> DataLoader:
         """Shuffled training batches (this process's shard)."""
         return self._loader("train", shuffle=True)
@@ -291,12 +300,13 @@ class ImageDataModule(L.LightningDataModule):
         return images
 
     def prepare_batch(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 ``B x C x H x W`` -> float32 in [0, 1], resized to ``image_size``, normalised, channels-last."""
-        batch = images.float().div_(255)
-        if self.image_size is not None:
-            batch = transforms.resize(batch, (self.image_size, self.image_size))
-        batch = transforms.normalize(batch, *self._mean_std_on(batch.device))
-        return batch.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
+        """uint8 ``B x C x H x W`` -> float32 in [0, 1], resized to ``image_size``, normalised, channels-last.
+
+        :func:`ninlab.data.transforms.prepare_images`, the step prediction and export use too.
+        """
+        size = (self.image_size, self.image_size) if self.image_size is not None else None
+        mean, std = self._mean_std_on(images.device)
+        return transforms.prepare_images(images, mean, std, size, self.channels_last)
 
     def _augment_generator(self, device: torch.device) -> torch.Generator:
         epoch = self.trainer.current_epoch if self.trainer is not None else 0

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from ninlab.data.cache import load_or_build
-from ninlab.data.decode import IMAGE_SUFFIXES, decode_images, map_chunks, probe_image
+from ninlab.data.decode import IMAGE_SUFFIXES, decode_image, decode_images, map_chunks, probe_image
 from ninlab.data.imageset import ImageSet
 from ninlab.errors import DataError, DataNotFoundError
 
@@ -33,10 +33,12 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "VAL_FOLDERS",
     "class_name",
+    "find_images",
     "find_splits",
     "list_images",
     "load_folder",
     "load_images",
+    "load_images_unresized",
     "most_common_shape",
     "printable",
 ]
@@ -253,6 +255,35 @@ def load_images(
         DataNotFoundError: a path does not exist, or no image was found.
         DataError: an empty, unreadable or non-image file.
     """
+    files = find_images(paths)
+    if image_size is None or channels is None:
+        common_size, common_channels = most_common_shape(files)
+        image_size, channels = image_size or common_size, channels or common_channels
+    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    return decode_images(files, channels, size), files
+
+
+def load_images_unresized(paths: Iterable[str | os.PathLike], channels: int) -> tuple[list[torch.Tensor], list[Path]]:
+    """Load unlabelled images for prediction as :func:`load_images` does, but each at its own size.
+
+    For paths that resize on the tensors (:func:`ninlab.data.transforms.prepare_images`, as training batches are),
+    so an image never depends on the other images of the call.
+
+    Returns:
+        One uint8 ``1 x C x H x W`` tensor per file, and the files, in the same order.
+    """
+    files = find_images(paths)
+    images = [torch.from_numpy(decode_image(path, channels, probe_image(path)[:2]))[None] for path in files]
+    return images, files
+
+
+def find_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """The image files among ``paths``: files as given, folders searched recursively in sorted order.
+
+    Raises:
+        DataNotFoundError: a path does not exist, or no image was found.
+        DataError: a non-image or unreadable file inside a folder.
+    """
     paths = [Path(path) for path in paths]
     files: list[Path] = []
     for path in paths:
@@ -264,8 +295,4 @@ def load_images(
             raise DataNotFoundError(f"{path}: expected an image file or a folder of images, found nothing there")
     if not files:
         raise DataNotFoundError(f"{', '.join(map(str, paths))}: expected image files, found none")
-    if image_size is None or channels is None:
-        common_size, common_channels = most_common_shape(files)
-        image_size, channels = image_size or common_size, channels or common_channels
-    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-    return decode_images(files, channels, size), files
+    return files

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["channel_stats", "normalize", "random_crop", "random_hflip", "resize"]
+__all__ = ["channel_stats", "normalize", "prepare_images", "random_crop", "random_hflip", "resize"]
 
 
 def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
@@ -46,6 +46,28 @@ def normalize(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> to
     """``(images - mean) / std`` per channel; ``mean`` and ``std`` have one value per channel."""
     shape = (1, -1, 1, 1)
     return (images - mean.to(images).view(shape)) / std.to(images).view(shape)
+
+
+def prepare_images(
+    images: torch.Tensor,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    size: tuple[int, int] | None = None,
+    channels_last: bool = False,
+) -> torch.Tensor:
+    """What every network input goes through: uint8 ``B x C x H x W`` -> float32 in [0, 1], resized, normalised.
+
+    The one preprocessing step of training, validation, testing, ``predict-images``, ``explain``, the export check
+    and the run's class-map figure, so an image reaches the network the same way on every path (bit for bit: the
+    same ops in the same order). ``size`` is (height, width), ``None`` = keep the images' size; resizing is
+    :func:`resize` (bilinear with antialiasing, on the float images); ``channels_last`` sets the memory layout,
+    which changes the convolutions' summation order and so the last bits of the logits.
+    """
+    batch = images.float().div_(255)
+    if size is not None:
+        batch = resize(batch, size)
+    batch = normalize(batch, mean, std)
+    return batch.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
 def channel_stats(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,9 +1,10 @@
 """``ninlab export CKPT --output model.onnx``: export a trained classifier to ONNX and prove the file is right.
 
-The exported graph takes a normalised float batch (N x C x H x W, N dynamic) and returns logits (mirror-averaged
-when the model was trained with ``tta_flip``). Before the file is moved into place, onnxruntime runs it on a batch
-of a size other than the one traced and its logits must match PyTorch's to ``--atol``; class names, input size and
-normalisation go into the ONNX metadata, so the file is self-describing. The write is atomic
+The exported graph takes a normalised float batch (N x C x H x W, N dynamic; what
+:func:`ninlab.data.transforms.prepare_images` makes of uint8 images) and returns logits (mirror-averaged when the
+model was trained with ``tta_flip``). Before the file is written, onnxruntime runs it on random images prepared that
+way, in a batch of a size other than the one traced, and its logits must match PyTorch's to ``--atol``; class names,
+input size and normalisation go into the ONNX metadata, so the file is self-describing. The write is atomic
 (:func:`ninlab._runtime.atomic.atomic_open`): on any failure no (partial) output file is left behind. The checkpoint
 itself is never written over, nor any existing file unless asked.
 """
@@ -20,6 +21,7 @@ import torch
 
 from ninlab._runtime.atomic import atomic_open, naming_failures
 from ninlab.errors import CheckpointError, ConfigError
+from ninlab.inference.predict import network_inputs
 from ninlab.training.module import NiNClassifier
 
 __all__ = ["export_onnx"]
@@ -63,8 +65,13 @@ def export_onnx(model: NiNClassifier, output: str | Path, *, opset: int = 18, at
     model = model.eval().to(memory_format=torch.contiguous_format)
     c, h, w = model.input_size
     generator = torch.Generator().manual_seed(0)
-    example = torch.randn(2, c, h, w, generator=generator)
-    check = torch.randn(3, c, h, w, generator=generator)  # another batch size: proves the batch axis is dynamic
+
+    def images(n: int) -> torch.Tensor:  # random pixels, prepared as every input of the model is
+        pixels = torch.randint(0, 256, (n, c, h, w), generator=generator, dtype=torch.uint8)
+        return network_inputs(model, pixels).contiguous()
+
+    example = images(2)
+    check = images(3)  # another batch size: proves the batch axis is dynamic
     dynamic = {"x": {0: torch.export.Dim("batch")}}
     program = torch.onnx.export(model, (example,), dynamo=True, opset_version=opset, input_names=["images"],
                                 output_names=["logits"], dynamic_shapes=dynamic, verbose=False)  # fmt: skip

@@ -60,11 +60,16 @@ def list_models(pattern: str = "*") -> list[str]:
     return sorted(fnmatch.filter(_BUILDERS, pattern))
 
 
-def create_model(name: str, **kwargs) -> nn.Module:
+def create_model(name: str, pretrained: str | None = None, **kwargs) -> nn.Module:
     """Build the registered model ``name`` with the builder's keyword arguments (``in_chans``, ``num_classes``...).
 
+    ``pretrained`` names weights shipped with ninlab (``"fashion-mnist"``, ``"mnist"``; ``ninlab models`` lists
+    them): the model is built as they were trained and loaded with them, in eval mode. Keywords given with it must
+    agree with the trained model's.
+
     Raises:
-        ConfigError: the name is unknown, or a keyword is not one the builder takes.
+        ConfigError: the name is unknown, a keyword is not one the builder takes, or the weights do not fit.
+        CheckpointError: the shipped weights file fails its sha256 check.
     """
     _load_builtin_models()
     if name not in _BUILDERS:
@@ -74,4 +79,28 @@ def create_model(name: str, **kwargs) -> nn.Module:
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown:
         raise ConfigError(f"model {name!r} takes no option {', '.join(unknown)}; it takes: {', '.join(accepted)}")
-    return builder(**kwargs)
+    if pretrained is None:
+        return builder(**kwargs)
+    return _with_pretrained(name, builder, pretrained, kwargs)
+
+
+def _with_pretrained(name: str, builder: Callable[..., nn.Module], weights: str, kwargs: dict) -> nn.Module:
+    from ninlab.models.pretrained import pretrained_entry, read_pretrained
+
+    entry = pretrained_entry(weights)
+    if entry["model"] != name:
+        raise ConfigError(f"the pretrained weights {weights!r} are for {entry['model']}, not {name}; "
+                          f"use create_model({entry['model']!r}, pretrained={weights!r})")  # fmt: skip
+    checkpoint = read_pretrained(weights)
+    hparams = checkpoint["hyper_parameters"]
+    trained = {**(hparams.get("model_kwargs") or {}), "num_classes": hparams["num_classes"],
+               "in_chans": hparams["in_chans"]}  # fmt: skip
+    differ = [f"{key}={kwargs[key]!r} (trained with {trained.get(key, 'its default')!r})" for key in kwargs
+              if key not in trained or kwargs[key] != trained[key]]  # fmt: skip
+    if differ:
+        raise ConfigError(f"the pretrained weights {weights!r} do not fit {', '.join(differ)}; drop these options")
+    model = builder(**trained)
+    prefix = "net."  # the shipped files hold a NiNClassifier's state dict; its network is `net`
+    state = {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+    model.load_state_dict(state)
+    return model.eval()

@@ -6,7 +6,8 @@ adds:
 * a default recipe: without ``-c/--config`` the packaged ``fast_fashion_mnist.yaml`` is used;
 * one directory per run, ``<trainer.default_root_dir>/<name>/<timestamp>/`` (``default_root_dir`` is ``runs`` by
   default, ``name`` comes from the recipe), holding checkpoints (best by ``val/acc`` and ``last.ckpt``), CSV and
-  TensorBoard logs, the resolved ``config.yaml``, ``summary.json``, ``curves.png`` and ``confusion_matrix.png``;
+  TensorBoard logs, the resolved ``config.yaml``, ``summary.json``, ``curves.png``, ``confusion_matrix.png`` and
+  ``class_maps.png``;
 * ``--ckpt_path last`` resumes from the newest ``last.ckpt`` among the runs of the same name (into a new run dir);
 * after ``fit``, the best checkpoint is tested on the test split and the test accuracy printed;
 * guards that stop dead or diverged runs with advice, and images/s in the progress bar.
@@ -38,6 +39,7 @@ from ninlab._runtime.tensor_files import free_bytes
 from ninlab.data import ImageDataModule
 from ninlab.errors import CheckpointError, ConfigError, NinlabError, TrainingError
 from ninlab.training.callbacks import (
+    ClassMapFigure,
     DeadClassMapGuard,
     NonFiniteLossGuard,
     ReleaseHeldLines,
@@ -223,7 +225,8 @@ class NinlabCLI(LightningCLI):
 
 
 def training_callbacks() -> list:
-    """The callbacks every run gets: checkpoints, per-batch seeding, lr monitor, images/s, run report, guards.
+    """The callbacks every run gets: checkpoints, per-batch seeding, lr monitor, images/s, run report, class maps,
+    guards.
 
     Persistent (not configurable away), and a fresh set per call, so runs in one process never share state.
     """
@@ -231,7 +234,7 @@ def training_callbacks() -> list:
                                filename="epoch{epoch:02d}-val_acc{val/acc:.4f}",
                                auto_insert_metric_name=False)  # fmt: skip
     guards = [DeadClassMapGuard(), NonFiniteLossGuard()]
-    return [checkpoint, StepSeed(), LearningRateMonitor(), ThroughputMeter(), RunReport(), *guards]
+    return [checkpoint, StepSeed(), LearningRateMonitor(), ThroughputMeter(), RunReport(), ClassMapFigure(), *guards]
 
 
 def _with_default_recipe(argv: list[str]) -> list[str]:

@@ -1,6 +1,7 @@
 """Callbacks of ninlab training runs: guards, throughput, the run's record, and what makes resuming exact."""
 
 from ninlab.training.callbacks.checkpointing import RunCheckpoint
+from ninlab.training.callbacks.class_maps import ClassMapFigure
 from ninlab.training.callbacks.guards import DeadClassMapGuard, NonFiniteLossGuard
 from ninlab.training.callbacks.held_lines import ReleaseHeldLines
 from ninlab.training.callbacks.progress import RunProgressBar
@@ -9,6 +10,7 @@ from ninlab.training.callbacks.seeding import StepSeed
 from ninlab.training.callbacks.throughput import ThroughputMeter
 
 __all__ = [
+    "ClassMapFigure",
     "DeadClassMapGuard",
     "NonFiniteLossGuard",
     "ReleaseHeldLines",

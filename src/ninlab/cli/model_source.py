@@ -1,0 +1,27 @@
+"""Where a command's trained model comes from: a checkpoint file, or ``--pretrained NAME`` (weights ninlab ships)."""
+
+from __future__ import annotations
+
+import argparse
+
+from ninlab.errors import ConfigError
+from ninlab.inference.loading import load_classifier, load_pretrained_classifier
+from ninlab.training.module import NiNClassifier
+
+__all__ = ["add_pretrained_option", "model_and_images"]
+
+
+def add_pretrained_option(parser: argparse.ArgumentParser) -> None:
+    """``--pretrained NAME``: use weights shipped with ninlab instead of a checkpoint (``ninlab models`` lists them)."""
+    parser.add_argument("--pretrained", metavar="NAME", help="use weights shipped with ninlab instead of a checkpoint "
+                        "(fashion-mnist, mnist; see `ninlab models`)")  # fmt: skip
+
+
+def model_and_images(args: argparse.Namespace) -> tuple[NiNClassifier, list[str]]:
+    """The model and the image paths of ``CKPT IMAGE...`` or ``--pretrained NAME IMAGE...`` (``args.inputs``)."""
+    if args.pretrained:
+        return load_pretrained_classifier(args.pretrained), list(args.inputs)
+    if len(args.inputs) < 2:
+        raise ConfigError(f"expected a checkpoint and at least one image (CKPT IMAGE...), found {len(args.inputs)} "
+                          "path(s); pass a .ckpt first, or --pretrained NAME to use shipped weights")  # fmt: skip
+    return load_classifier(args.inputs[0]), list(args.inputs[1:])
