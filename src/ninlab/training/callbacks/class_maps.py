@@ -11,7 +11,6 @@ from __future__ import annotations
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
-from ninlab._runtime.atomic import atomic_open
 from ninlab.errors import ConfigError
 from ninlab.models.class_maps import class_maps, network_of
 from ninlab.training.callbacks.report import RunReport
@@ -54,6 +53,5 @@ class ClassMapFigure(Callback):
         pictures = display_images(x, hp.get("mean") or [0.0] * c, hp.get("std") or [1.0] * c)
         path = RunReport.run_dir(trainer) / "class_maps.png"
         path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_open(path) as file:
-            plot_class_maps(pictures, chosen.cpu(), titles, columns=min(self.max_classes, pl_module.num_classes),
-                            path=file, title=f"{hp.model}: predicted class's map on test images")  # fmt: skip
+        plot_class_maps(pictures, chosen.cpu(), titles, columns=min(self.max_classes, pl_module.num_classes),
+                        path=path, title=f"{hp.model}: predicted class's map on test images")  # fmt: skip
