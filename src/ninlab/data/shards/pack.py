@@ -147,16 +147,17 @@ def _encode(task: tuple) -> tuple[list[bytes], np.ndarray]:
 
 def _write_shards(packed: PackSource, out: Path, journal: dict, size, channels: int, pool) -> None:
     per_shard = journal["plan"]["per_shard"]
-    pending = []  # (split, shard number, first sample)
+    pending = []  # (split, shard number, first sample, end)
     for split, items in packed.splits.items():
         (out / split).mkdir(exist_ok=True)
-        for number, start in enumerate(range(0, len(items.items), per_shard)):
-            name = _shard_name(split, number)
-            if not _journaled(out, journal, name):
-                pending.append((split, number, start))
+        # Counts differ by at most one (no small last shard): a process's share is bounded by its smallest shards.
+        shards = -(-len(items.items) // per_shard)
+        bounds = [number * len(items.items) // shards for number in range(shards + 1)]
+        for number in range(shards):
+            if not _journaled(out, journal, _shard_name(split, number)):
+                pending.append((split, number, bounds[number], bounds[number + 1]))
     tasks, owners = [], []
-    for split, number, start in pending:
-        end = min(start + per_shard, len(packed.splits[split].items))
+    for split, number, start, end in pending:
         for first in range(start, end, _CHUNK):
             tasks.append((packed.splits[split].items[first : min(first + _CHUNK, end)], size, channels))
             owners.append((split, number, start, end))
