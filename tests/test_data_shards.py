@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import write_id_images
 
+from conftest import write_id_images
 from ninlab.cli import main
 from ninlab.data.shards import PackedDataset, pack, read_index
 from ninlab.data.shards.stream import ShardStream, batches_per_epoch, worker_shards
@@ -137,7 +137,8 @@ def test_two_process_ddp_fit_from_shards_gives_disjoint_equal_shares(packed, tmp
     """
     record = tmp_path / "record"
     args = _fit(packed, tmp_path / "runs", "--trainer.max_epochs", "2", "--trainer.accelerator", "cpu",
-                "--trainer.strategy", "ddp", "--trainer.devices", "2", "--data.augment", "false", _recorder(record))  # fmt: skip
+                "--trainer.strategy", "ddp", "--trainer.devices", "2", "--data.augment", "false",
+                _recorder(record))  # fmt: skip
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")])}
     done = subprocess.run([sys.executable, "-m", "ninlab.cli", *args], env=env, capture_output=True, text=True,
                           timeout=300, check=False)  # fmt: skip
@@ -278,6 +279,6 @@ def test_foreign_members_are_refused_and_never_unpickled(packed, tmp_path, membe
     _rewrite_shard(root / name, [(member, pickle.dumps(_Trap(str(trap)))), *_members(root / name)])
     _fix_index(root, name)
     stream = ShardStream(read_index(str(root)), "train", 4, train=False, seed=0)
-    with pytest.raises(DataError, match="expected only <8 digits>.png/.cls sample members"):
+    with pytest.raises(DataError, match=r"expected only <8 digits>\.png/\.cls sample members"):
         list(stream._batches(0))
     assert not trap.exists() and not (tmp_path / "escape.png").exists()

@@ -120,14 +120,14 @@ class ImageDataModule(DeviceBatches, L.LightningDataModule):
         self.save_hyperparameters()
         self.device_resident = device_resident
         self.dataset, self.root, self.download, self.verify = dataset, root, download, verify
-        self.batch_size, self.val_size, self.seed, self.num_workers = batch_size, val_size, seed, num_workers
-        self._packed = PackedDataset(root) if dataset == SHARDS else None
-        if self._packed is not None and hflip is None:
-            self.hflip = self._packed.index.hflip
-        self.image_size, self.augment, self.crop_padding = image_size, augment, crop_padding
-        self.hflip = info.hflip if hflip is None else hflip
         if num_workers is None:
             num_workers = min(4, len(os.sched_getaffinity(0))) if dataset == SHARDS else 0
+        self.batch_size, self.val_size, self.seed, self.num_workers = batch_size, val_size, seed, num_workers
+        self._packed = PackedDataset(root) if dataset == SHARDS else None
+        self.image_size, self.augment, self.crop_padding = image_size, augment, crop_padding
+        self.hflip = info.hflip if hflip is None else hflip
+        if self._packed is not None and hflip is None:
+            self.hflip = self._packed.index.hflip
         self.normalize, self.channels_last, self.limit_train = normalize, channels_last, limit_train
         self.folder_image_size, self.channels, self.predict_root = folder_image_size, channels, predict_root
         self.predict_files: list[Path] = []

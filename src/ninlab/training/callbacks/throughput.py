@@ -6,7 +6,9 @@ import statistics
 import time
 from typing import Any
 
+import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+from torch.distributed import ReduceOp
 
 __all__ = ["ThroughputMeter"]
 
@@ -82,10 +84,14 @@ class ThroughputMeter(Callback):
         self._recent = rate if not self._recent else self.smoothing * self._recent + (1 - self.smoothing) * rate
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # Reduced over DDP processes here, in a hook every process runs, and logged already reduced: logged with
+        # sync_dist, the reduction would wait for the first reader, which is the progress bar on rank 0 only, and
+        # the other processes, not reducing, would hang the job at the first epoch's end.
+        rate = self._epoch_images / self._epoch_seconds if self._epoch_seconds else 0.0
+        total = float(trainer.strategy.reduce(torch.tensor(rate, device=pl_module.device), reduce_op="sum"))
         if self._epoch_seconds:
-            # Summed over DDP processes: the logged rate is the whole job's.
-            rate = self._epoch_images / self._epoch_seconds
             self.epoch_images_per_s.append(rate)
-            pl_module.log("train/images_per_s", rate, sync_dist=True, reduce_fx="sum")
+            pl_module.log("train/images_per_s", total)  # the whole job's rate
         # Runs after the epoch's validation, so it is the time at which that epoch's val/acc was known.
-        pl_module.log("time/elapsed_s", time.perf_counter() - self._fit_start, reduce_fx="max", sync_dist=True)
+        elapsed = torch.tensor(time.perf_counter() - self._fit_start, device=pl_module.device)
+        pl_module.log("time/elapsed_s", float(trainer.strategy.reduce(elapsed, reduce_op=ReduceOp.MAX)))
