@@ -13,6 +13,7 @@ import io
 import json
 import multiprocessing
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ from webdataset import TarWriter
 from ninlab._runtime.atomic import atomic_open
 from ninlab.data.shards.index import INDEX_NAME, SPLIT_NAMES, ShardIndex, ShardInfo, read_index
 from ninlab.data.shards.sources import PackSource, carve_validation, decode_item, open_source, probe_items
-from ninlab.errors import ConfigError
+from ninlab.errors import ConfigError, NinlabError
 
 __all__ = ["pack"]
 
@@ -56,6 +57,16 @@ def pack(source: str, out: str | os.PathLike, *, image_size: int | None = None, 
     if shard_size < 1 << 16:
         raise ConfigError(f"--shard-size must be at least 64KB, found {shard_size} bytes")
     out = Path(out).expanduser()
+    created = not out.exists()
+    try:
+        return _pack(source, out, image_size, channels, shard_size, val_size, seed, workers)
+    except NinlabError:
+        if created:  # bad input: leave nothing behind (a killed or interrupted pack keeps its shards to resume)
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _pack(source, out: Path, image_size, channels, shard_size, val_size, seed, workers) -> ShardIndex:
     packed = open_source(source)
     train_count = len(packed.splits["train"].items)
     carve_validation(packed, min(5000, train_count // 10) if val_size is None else val_size, seed)
