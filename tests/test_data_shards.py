@@ -282,3 +282,14 @@ def test_foreign_members_are_refused_and_never_unpickled(packed, tmp_path, membe
     with pytest.raises(DataError, match=r"expected only <8 digits>\.png/\.cls sample members"):
         list(stream._batches(0))
     assert not trap.exists() and not (tmp_path / "escape.png").exists()
+
+
+def test_pipe_root_streams_the_same_samples_as_the_folder(packed):
+    """A ``pipe:`` root (here ``cat``; ``aws s3 cp ... -`` or ``curl`` for an object store) reads index and shards."""
+    piped = PackedDataset(f"pipe:cat {packed}/{{}}")
+    assert piped.classes == ["c0", "c1"]
+    local = ShardStream(read_index(str(packed)), "val", 8, train=False, seed=0)
+    remote = ShardStream(piped.index, "val", 8, train=False, seed=0)
+    assert _read(remote, 0) == _read(local, 0)
+    with pytest.raises(DataError, match="expected a pipe: command with"):
+        PackedDataset(f"pipe:cat {packed}/index.json")
