@@ -1,12 +1,14 @@
 """Peak memory and images/s of a 1-epoch ``ninlab fit`` from shards (a quarter of a pack vs all of it) and in memory.
 
-    python scripts/shards_memory.py PACK_DIR [--folder IMAGE_FOLDER] [--cap-mb MB] [--out results.json]
+    python scripts/shards_memory.py PACK_DIR [--parts 16 4] [--folder IMAGE_FOLDER] [--cap-mb MB] [--out FILE]
+        [--trainer.* ... passed to every fit]
 
 Each fit runs in a subprocess (``python -m ninlab.cli fit``, default recipe, 1 epoch) while this script samples
 ``/proc`` every 0.2 s: peak RSS of the training process and of its whole process tree (DataLoader workers
 included), and peak virtual size of the training process. ``--cap-mb`` runs the same fits again under
-``RLIMIT_AS`` (per process) of that many MB, to show which path still trains. The quarter pack is PACK_DIR's
-index with the first quarter of its training shards (the shard files are linked, not copied).
+``RLIMIT_AS`` (per process) of that many MB, to show which path still trains. ``--parts 16 4`` fits on packs
+whose index holds the first 1/16 and 1/4 of PACK_DIR's training shards (the shard files are linked, not copied).
+Any other option is passed to every fit.
 """
 
 from __future__ import annotations
@@ -73,11 +75,11 @@ def fit(args: list[str], runs: Path, cap_mb: int | None) -> dict:
             "images_per_s": rate}  # fmt: skip
 
 
-def quarter(pack: Path, where: Path) -> Path:
-    """A pack at ``where`` whose index holds the first quarter of ``pack``'s training shards."""
+def part(pack: Path, where: Path, divisor: int) -> Path:
+    """A pack at ``where`` whose index holds the first 1/``divisor`` of ``pack``'s training shards."""
     index = json.loads((pack / "index.json").read_text())
     shards = index["splits"]["train"]["shards"]
-    index["splits"]["train"] = {"shards": shards[: len(shards) // 4]}
+    index["splits"]["train"] = {"shards": shards[: max(1, len(shards) // divisor)]}
     index["splits"]["train"]["count"] = sum(s["count"] for s in index["splits"]["train"]["shards"])
     where.mkdir(parents=True)
     for split in index["splits"]:
@@ -91,16 +93,19 @@ def main() -> None:
     parser.add_argument("pack", type=Path)
     parser.add_argument("--folder", type=Path, help="the same images as an image folder, for the in-memory fit")
     parser.add_argument("--cap-mb", type=int, default=None)
+    parser.add_argument("--parts", type=int, nargs="+", default=[4, 1], help="fractions 1/P of the training shards")
+    parser.add_argument("--only-capped", action="store_true", help="skip the uncapped fits")
     parser.add_argument("--out", type=Path, default=Path("shards_memory.json"))
-    args = parser.parse_args()
+    args, extra = parser.parse_known_args()  # the rest goes to every fit (e.g. --trainer.limit_train_batches 60)
     work = Path(tempfile.mkdtemp(prefix="shards-memory-"))
     results = {"uptime": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()}
     shards = ["--data.dataset", "shards", "--data.num_workers", "2"]
-    cases = {"shards_quarter": [*shards, "--data.root", str(quarter(args.pack, work / "quarter"))],
-             "shards_full": [*shards, "--data.root", str(args.pack)]}  # fmt: skip
+    cases = {f"shards_1_{p}": [*shards, "--data.root", str(part(args.pack, work / f"part{p}", p)), *extra]
+             for p in args.parts}  # fmt: skip
     if args.folder:
-        cases["memory_full"] = ["--data.dataset", "folder", "--data.root", str(args.folder)]
-    for cap in (None, args.cap_mb) if args.cap_mb else (None,):
+        cases["memory_full"] = ["--data.dataset", "folder", "--data.root", str(args.folder), *extra]
+    caps = [args.cap_mb] if args.only_capped else [None, args.cap_mb] if args.cap_mb else [None]
+    for cap in caps:
         for name, fit_args in cases.items():
             key = name if cap is None else f"{name}_cap{cap}MB"
             results[key] = fit(fit_args, work / key, cap)

@@ -88,10 +88,11 @@ class ThroughputMeter(Callback):
         # sync_dist, the reduction would wait for the first reader, which is the progress bar on rank 0 only, and
         # the other processes, not reducing, would hang the job at the first epoch's end.
         rate = self._epoch_images / self._epoch_seconds if self._epoch_seconds else 0.0
-        total = float(trainer.strategy.reduce(torch.tensor(rate, device=pl_module.device), reduce_op="sum"))
+        local = torch.tensor(rate, dtype=torch.float64, device=pl_module.device)
+        total = float(trainer.strategy.reduce(local, reduce_op="sum"))
         if self._epoch_seconds:
             self.epoch_images_per_s.append(rate)
             pl_module.log("train/images_per_s", total)  # the whole job's rate
         # Runs after the epoch's validation, so it is the time at which that epoch's val/acc was known.
-        elapsed = torch.tensor(time.perf_counter() - self._fit_start, device=pl_module.device)
+        elapsed = torch.tensor(time.perf_counter() - self._fit_start, dtype=torch.float64, device=pl_module.device)
         pl_module.log("time/elapsed_s", float(trainer.strategy.reduce(elapsed, reduce_op=ReduceOp.MAX)))
