@@ -109,3 +109,23 @@ def write_archive(path, folder, members, extra=()):
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     return path
+
+
+def write_id_images(folder, n, classes=2, start=0, size=8):
+    """``n`` grey PNGs in ``folder/c<k>/``, each carrying its id (from ``start``) in its first two pixels.
+
+    Pixel (0, 0) holds ``id % 256`` and (0, 1) ``id // 256``, the rest is random; the class is ``id % classes``.
+    Returns ``{id: label}``.
+    """
+    from PIL import Image
+
+    rng = np.random.default_rng(start)
+    labels = {}
+    for sample in range(start, start + n):
+        image = rng.integers(0, 256, (size, size), dtype=np.uint8)
+        image[0, 0], image[0, 1] = sample % 256, sample // 256
+        label = sample % classes
+        (folder / f"c{label}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(folder / f"c{label}" / f"{sample:05d}.png")
+        labels[sample] = label
+    return labels

@@ -10,6 +10,8 @@
   (``train/``, ``val/``, ``test/``, ``time/``) are already reduced over the processes when they are logged.
 * Lightning's notes on stop signals ("Received SIGTERM", "Detected KeyboardInterrupt, attempting graceful
   shutdown"): the command prints its own line saying the run stopped and how to resume it.
+* Lightning warns that an ``IterableDataset``'s ``__len__`` "could be inaccurate" with several workers; ninlab's
+  shard streams split their shards among the workers themselves and report their exact batch count.
 
 Only these are hidden: every other warning, error and log line still shows. Importing ninlab as a library changes
 nothing; :func:`hide_irrelevant_library_messages` runs when the ``ninlab`` command starts.
@@ -28,6 +30,7 @@ _PYTREE_DEPRECATION = r"`isinstance\(treespec, LeafSpec\)` is deprecated"
 _ALL_GATHER_DEPRECATION = r"torch\.distributed\.nn\.functional\.all_gather is deprecated"
 _SYNC_DIST_ADVICE = r"It is recommended to use `self\.log\('(train|val|test|time)/"
 _LIGHTNING_SIGNALS = "lightning.pytorch.trainer.connectors.signal_connector"
+_ITERABLE_LEN = r"Your `IterableDataset` has `__len__` defined"
 
 
 class _DropTips(logging.Filter):
@@ -49,6 +52,7 @@ def hide_irrelevant_library_messages() -> None:
     warnings.filterwarnings("ignore", message=_PYTREE_DEPRECATION, category=FutureWarning)
     warnings.filterwarnings("ignore", message=_ALL_GATHER_DEPRECATION, category=FutureWarning)
     warnings.filterwarnings("ignore", message=_SYNC_DIST_ADVICE)
+    warnings.filterwarnings("ignore", message=_ITERABLE_LEN)
 
 
 class HeldLines(logging.Filter):

@@ -23,7 +23,7 @@ Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argpar
 
 def _commands() -> dict[str, Command]:
     # Imported lazily so `ninlab --help` stays fast and one command's imports never slow another.
-    from ninlab.cli import bench, datasets, explain, export, models, predict, summary
+    from ninlab.cli import bench, datasets, explain, export, models, pack, predict, summary
 
     return {
         "summary": ("layer-by-layer shapes, parameters and MACs of a model", summary.add_arguments, summary.run),
@@ -32,6 +32,7 @@ def _commands() -> dict[str, Command]:
             datasets.add_arguments,
             datasets.run,
         ),
+        "pack": ("pack an image folder or dataset into shards for streaming", pack.add_arguments, pack.run),
         "export": ("export a checkpoint to ONNX, verified against PyTorch", export.add_arguments, export.run),
         "predict-images": ("top-k classes of image files or folders", predict.add_arguments, predict.run),
         "explain": ("class maps: where the network finds each class in images", explain.add_arguments, explain.run),

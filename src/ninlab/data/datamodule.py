@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
 import lightning as L
-import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
@@ -15,18 +15,22 @@ from torch.utils.data import DataLoader
 from ninlab._runtime.memory import require_memory
 from ninlab.data import transforms
 from ninlab.data.catalog import dataset_info, load_dataset
+from ninlab.data.device_batches import DeviceBatches
 from ninlab.data.folder import find_splits, load_images
 from ninlab.data.holdout import hold_out
 from ninlab.data.imageset import ImageSet
 from ninlab.data.sampler import IndexBatches, ShardedBatchSampler
+from ninlab.data.shards import PackedDataset
 from ninlab.errors import ConfigError, DataError
 
 __all__ = ["ImageDataModule"]
 
 _HALF = (0.5, 0.5)
+SHARDS = "shards"
+"""The ``dataset`` name of a pack written by ``ninlab pack``, streamed from ``root`` instead of held in memory."""
 
 
-class ImageDataModule(L.LightningDataModule):
+class ImageDataModule(DeviceBatches, L.LightningDataModule):
     """Train/val/test/predict batches of one dataset, augmented and normalised on the training device.
 
     The splits live in memory as uint8 tensors; each batch is a single slice (no per-sample Python, no collate).
@@ -36,15 +40,19 @@ class ImageDataModule(L.LightningDataModule):
     :attr:`predict_files`).
 
     Under DDP every process reads a disjoint shard of the training set (see :class:`ShardedBatchSampler`).
+    With ``dataset="shards"`` the splits stream from a pack (``ninlab pack``) at ``root`` instead, read and decoded in
+    ``num_workers`` DataLoader workers, every process and worker on its own shards (see
+    :mod:`ninlab.data.shards.stream`); the val split is the pack's; the batches and the device-side steps are the same.
 
     Args:
-        dataset: Dataset name: fashion-mnist, mnist, cifar10, cifar100, digits or folder.
+        dataset: Dataset name: fashion-mnist, mnist, cifar10, cifar100, digits, folder, or shards (a pack).
         root: Directory holding the dataset files (required for ``folder``); ``None`` searches the cache dir and
-            system dirs.
+            system dirs. For ``shards``: the pack's folder, URL prefix or ``pipe:`` command with ``{}``.
         download: Download from the official URL when the files are not found.
         batch_size: Images per batch (per process).
         val_size: Images held out of the training split for validation, chosen with ``seed``; 0 = no validation.
             An image folder with a ``val/`` folder validates on it instead (see :func:`ninlab.data.folder.find_splits`).
+            For ``shards`` the pack's val split is used (``ninlab pack --val-size``); 0 still turns validation off.
         seed: Seed of the train/val split, the shuffling and the augmentation.
         image_size: Side the images are resized to (bilinear) before the model, e.g. 224 for nin_d2l; ``None`` keeps
             the dataset's size.
@@ -59,7 +67,8 @@ class ImageDataModule(L.LightningDataModule):
         folder_image_size: ``folder`` only: size the images are stored at (default: their most common size).
         channels: ``folder`` only: 1 or 3 channels (default: the most common).
         predict_root: Image file or folder to predict on (``trainer.predict``).
-        num_workers: DataLoader worker processes; 0 is fastest here since a batch is one in-memory slice.
+        num_workers: DataLoader worker processes; ``None``: 0 in memory (a batch is one slice, workers only cost),
+            and for ``shards`` up to 4 of the cores this process may use, which read and decode the shards.
         verify: Checksum policy (see :func:`ninlab.data.load_dataset`); ``None`` = the default policy.
         device_resident: Move the uint8 splits to the training device once in ``setup``, so every batch is sliced
             where it trains (no host-to-device image copies; on a GPU Fashion-MNIST's 60,000 images take 47 MB).
@@ -84,12 +93,12 @@ class ImageDataModule(L.LightningDataModule):
         folder_image_size: int | None = None,
         channels: int | None = None,
         predict_root: str | None = None,
-        num_workers: int = 0,
+        num_workers: int | None = None,
         verify: bool | None = None,
         device_resident: bool = False,
     ) -> None:
         super().__init__()
-        info = dataset_info(dataset)
+        info = dataset_info("folder" if dataset == SHARDS else dataset)  # a pack's flips come from its index
         for name, value, low in (
             ("batch_size", batch_size, 1),
             ("val_size", val_size, 0),
@@ -102,6 +111,11 @@ class ImageDataModule(L.LightningDataModule):
                 raise ConfigError(f"{name} must be >= {low}, found {value}; pass a value of at least {low}")
         if normalize not in ("dataset", "half", "none"):
             raise ConfigError(f"normalize must be 'dataset', 'half' or 'none', found {normalize!r}")
+        if dataset == SHARDS and (root is None or device_resident or limit_train is not None):
+            raise ConfigError(
+                "dataset=shards streams a pack: it needs --data.root DIR_OR_URL (from `ninlab pack`) and "
+                "takes neither device_resident nor limit_train (pack fewer images instead)"
+            )
         if dataset != "folder" and (folder_image_size is not None or channels is not None):
             raise ConfigError(f"folder_image_size/channels apply to dataset=folder, not {dataset}; use image_size")
         if device_resident and num_workers:
@@ -110,53 +124,55 @@ class ImageDataModule(L.LightningDataModule):
         self.save_hyperparameters()
         self.device_resident = device_resident
         self.dataset, self.root, self.download, self.verify = dataset, root, download, verify
+        if num_workers is None:
+            num_workers = min(4, len(os.sched_getaffinity(0))) if dataset == SHARDS else 0
         self.batch_size, self.val_size, self.seed, self.num_workers = batch_size, val_size, seed, num_workers
+        self._packed = PackedDataset(root) if dataset == SHARDS else None
         self.image_size, self.augment, self.crop_padding = image_size, augment, crop_padding
         self.hflip = info.hflip if hflip is None else hflip
+        if self._packed is not None and hflip is None:
+            self.hflip = self._packed.index.hflip
         self.normalize, self.channels_last, self.limit_train = normalize, channels_last, limit_train
         self.folder_image_size, self.channels, self.predict_root = folder_image_size, channels, predict_root
         self.predict_files: list[Path] = []
         self._splits: dict[str, IndexBatches | None] = {}
-        self._generator: torch.Generator | None = None
-        self._generator_key: tuple | None = None
-        self._mean_std_device: tuple[torch.Tensor, torch.Tensor] | None = None
 
     # --- what the model needs at build time (loads the training split, from the cache after the first time) ---
 
     @property
     def classes(self) -> list[str]:
         """Class names, in label order."""
-        return self._train_set.classes
+        return self._packed.classes if self._packed else self._train_set.classes
 
     @property
     def num_classes(self) -> int:
         """Number of classes (the model's output width)."""
-        return self._train_set.num_classes
+        return len(self.classes)
 
     @property
     def in_chans(self) -> int:
         """Channels of the batches (1 for grey, 3 for colour)."""
-        return self._train_set.in_chans
+        return self._stored_shape[0]
 
     @property
     def input_size(self) -> tuple[int, int, int]:
         """``(C, H, W)`` of the batches the model receives, after resizing."""
-        _, channels, height, width = self._train_set.images.shape
+        channels, height, width = self._stored_shape
         return (channels, self.image_size or height, self.image_size or width)
+
+    @property
+    def _stored_shape(self) -> tuple[int, int, int]:
+        return self._packed.shape if self._packed else tuple(self._train_set.images.shape[1:])
 
     @cached_property
     def mean_std(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-channel mean and std used to normalise (from the whole training split for ``normalize="dataset"``)."""
+        if self.normalize == "dataset" and self._packed:
+            return self._packed.mean_std()
         if self.normalize == "dataset":
             return transforms.channel_stats(self._train_set.images)
         mean, std = _HALF if self.normalize == "half" else (0.0, 1.0)
         return torch.full((self.in_chans,), mean), torch.full((self.in_chans,), std)
-
-    def _mean_std_on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        # Copied to the device once: a host-to-device copy per batch would make every GPU step wait for the last.
-        if self._mean_std_device is None or self._mean_std_device[0].device != device:
-            self._mean_std_device = tuple(t.to(device) for t in self.mean_std)
-        return self._mean_std_device
 
     @cached_property
     def _train_set(self) -> ImageSet:
@@ -169,9 +185,13 @@ class ImageDataModule(L.LightningDataModule):
 
     def check_test_split(self) -> None:
         """Raise :class:`DataError` when the test split holds no images (``ninlab fit`` tests after training)."""
-        if "test" not in self._splits:
-            self._splits["test"] = self._test_split()
-        if len(self._splits["test"]) == 0:
+        if self._packed is not None:
+            count = self._packed.index.count("test") if self._packed.has("test") else 0
+        else:
+            if "test" not in self._splits:
+                self._splits["test"] = self._test_split()
+            count = len(self._splits["test"])
+        if count == 0:
             where = f" under {self.root}" if self.root else ""
             raise DataError(f"the test split of {self.dataset}{where} holds no images: nothing to test on "
                             "(ninlab fit tests after training); add test images, or point --data.root to a copy "
@@ -188,11 +208,13 @@ class ImageDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         """Locate (and with ``download=True`` fetch) and decode every split once per node, filling the cache."""
-        for split in self._folder_splits or ("train", "test"):
+        for split in (self._folder_splits or ("train", "test")) if self._packed is None else ():
             self._load(split)
 
     def setup(self, stage: str | None = None) -> None:
         """Build the splits this ``stage`` needs: ``fit``/``validate`` train+val, ``test`` test, ``predict`` images."""
+        if self._packed is not None and stage != "predict":
+            return  # the streams are built per loader: nothing to hold in memory
         if stage in (None, "fit", "validate") and "train" not in self._splits:
             self._split_train()
         if stage in (None, "test") and "test" not in self._splits:
@@ -200,7 +222,7 @@ class ImageDataModule(L.LightningDataModule):
         if stage == "predict" and "predict" not in self._splits:
             if self.predict_root is None:
                 raise ConfigError("predict needs images: pass --data.predict_root FILE_OR_DIR")
-            channels, height, width = self._train_set.images.shape[1:]
+            channels, height, width = self._stored_shape
             images, self.predict_files = load_images([self.predict_root], (height, width), channels)
             self._splits["predict"] = IndexBatches(images, torch.arange(len(images)))
         channels, height, width = self.input_size  # refused before any batch is made: one float32 batch
@@ -260,6 +282,8 @@ class ImageDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader | list:
         """Validation batches; an empty list when ``val_size=0``, which Lightning treats as no validation."""
+        if self._packed is not None:
+            return self._loader("val", shuffle=False) if self._packed.has("val") and self.val_size else []
         return self._loader("val", shuffle=False) if self._splits.get("val") is not None else []
 
     def test_dataloader(self) -> DataLoader:
@@ -270,50 +294,17 @@ class ImageDataModule(L.LightningDataModule):
         """Batches of the images under ``predict_root``; labels are indices into :attr:`predict_files`."""
         return self._loader("predict", shuffle=False)
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def _loader(self, split: str, shuffle: bool) -> DataLoader | list:
+        if self._packed is not None and split != "predict":
+            if not self._packed.has(split):
+                return []  # Lightning skips a loop without batches, as for a folder without test/
+            rank, world_size = self._rank_world()
+            return self._packed.loader(split, self.batch_size, train=shuffle, seed=self.seed, rank=rank,
+                                       world_size=world_size, num_workers=self.num_workers,
+                                       epoch=self._epoch)  # fmt: skip
         if split not in self._splits:
             raise ConfigError(f"the {split} split is not set up; call setup() with the matching stage first")
         data = self._splits[split]
         rank, world_size = self._rank_world()
         sampler = ShardedBatchSampler(data, self.batch_size, shuffle, self.seed, rank, world_size)
         return DataLoader(data, batch_size=None, sampler=sampler, num_workers=self.num_workers)
-
-    def _rank_world(self) -> tuple[int, int]:
-        return (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
-
-    def on_after_batch_transfer(self, batch: tuple[torch.Tensor, torch.Tensor], dataloader_idx: int):
-        """Augment (training only), scale, resize, normalise and lay out the batch, on the device it is on."""
-        images, labels = batch
-        if self.augment and self.trainer is not None and self.trainer.training:
-            images = self.augment_batch(images)
-        return self.prepare_batch(images), labels
-
-    def augment_batch(self, images: torch.Tensor) -> torch.Tensor:
-        """Random crop and (if enabled) flip of a uint8 batch; shape and dtype are kept.
-
-        The random stream is seeded from ``(seed, epoch, rank)``, so a run is reproducible and processes differ.
-        """
-        generator = self._augment_generator(images.device)
-        images = transforms.random_crop(images, self.crop_padding, generator)
-        if self.hflip:
-            images = transforms.random_hflip(images, generator)
-        return images
-
-    def prepare_batch(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 ``B x C x H x W`` -> float32 in [0, 1], resized to ``image_size``, normalised, channels-last.
-
-        :func:`ninlab.data.transforms.prepare_images`, the step prediction and export use too.
-        """
-        size = (self.image_size, self.image_size) if self.image_size is not None else None
-        mean, std = self._mean_std_on(images.device)
-        return transforms.prepare_images(images, mean, std, size, self.channels_last)
-
-    def _augment_generator(self, device: torch.device) -> torch.Generator:
-        epoch = self.trainer.current_epoch if self.trainer is not None else 0
-        rank, _ = self._rank_world()
-        key = (str(device), epoch, rank)
-        if self._generator_key != key:
-            seed = int(np.random.SeedSequence([self.seed, epoch, rank]).generate_state(1)[0])
-            self._generator = torch.Generator(device=device).manual_seed(seed)
-            self._generator_key = key
-        return self._generator

@@ -1,0 +1,75 @@
+"""``DeviceBatches``: what :class:`~ninlab.data.ImageDataModule` does to every batch on the training device.
+
+The same steps whatever the batches come from (in-memory slices or shard streams): crop and flip for training,
+then scaling to [0, 1], resizing, normalising and the memory layout, one tensor op per batch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ninlab.data import transforms
+
+__all__ = ["DeviceBatches"]
+
+
+class DeviceBatches:
+    """Mixin of :class:`~ninlab.data.ImageDataModule`: the device-side batch steps and their seeded random stream.
+
+    It reads the module's ``augment``, ``crop_padding``, ``hflip``, ``image_size``, ``mean_std``, ``channels_last``,
+    ``seed`` and ``trainer``.
+    """
+
+    _generator: torch.Generator | None = None
+    _generator_key: tuple | None = None
+    _mean_std_device: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def _mean_std_on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        # Copied to the device once: a host-to-device copy per batch would make every GPU step wait for the last.
+        if self._mean_std_device is None or self._mean_std_device[0].device != device:
+            self._mean_std_device = tuple(t.to(device) for t in self.mean_std)
+        return self._mean_std_device
+
+    def _epoch(self) -> int:
+        return self.trainer.current_epoch if self.trainer is not None else 0
+
+    def _rank_world(self) -> tuple[int, int]:
+        return (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
+
+    def on_after_batch_transfer(self, batch: tuple[torch.Tensor, torch.Tensor], dataloader_idx: int):
+        """Augment (training only), scale, resize, normalise and lay out the batch, on the device it is on."""
+        images, labels = batch
+        if self.augment and self.trainer is not None and self.trainer.training:
+            images = self.augment_batch(images)
+        return self.prepare_batch(images), labels
+
+    def augment_batch(self, images: torch.Tensor) -> torch.Tensor:
+        """Random crop and (if enabled) flip of a uint8 batch; shape and dtype are kept.
+
+        The random stream is seeded from ``(seed, epoch, rank)``, so a run is reproducible and processes differ.
+        """
+        generator = self._augment_generator(images.device)
+        images = transforms.random_crop(images, self.crop_padding, generator)
+        if self.hflip:
+            images = transforms.random_hflip(images, generator)
+        return images
+
+    def prepare_batch(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 ``B x C x H x W`` -> float32 in [0, 1], resized to ``image_size``, normalised, channels-last.
+
+        :func:`ninlab.data.transforms.prepare_images`, the step prediction and export use too.
+        """
+        size = (self.image_size, self.image_size) if self.image_size is not None else None
+        mean, std = self._mean_std_on(images.device)
+        return transforms.prepare_images(images, mean, std, size, self.channels_last)
+
+    def _augment_generator(self, device: torch.device) -> torch.Generator:
+        epoch = self._epoch()
+        rank, _ = self._rank_world()
+        key = (str(device), epoch, rank)
+        if self._generator_key != key:
+            seed = int(np.random.SeedSequence([self.seed, epoch, rank]).generate_state(1)[0])
+            self._generator = torch.Generator(device=device).manual_seed(seed)
+            self._generator_key = key
+        return self._generator
