@@ -136,6 +136,7 @@ class ImageDataModule(DeviceBatches, L.LightningDataModule):
         self.folder_image_size, self.channels, self.predict_root = folder_image_size, channels, predict_root
         self.predict_files: list[Path] = []
         self._splits: dict[str, IndexBatches | None] = {}
+        self._said_val_tests = False  # the "no test split packed" line, once
 
     # --- what the model needs at build time (loads the training split, from the cache after the first time) ---
 
@@ -186,7 +187,8 @@ class ImageDataModule(DeviceBatches, L.LightningDataModule):
     def check_test_split(self) -> None:
         """Raise :class:`DataError` when the test split holds no images (``ninlab fit`` tests after training)."""
         if self._packed is not None:
-            count = self._packed.index.count("test") if self._packed.has("test") else 0
+            split = self._packed_test_split()
+            count = self._packed.index.count(split) if self._packed.has(split) else 0
         else:
             if "test" not in self._splits:
                 self._splits["test"] = self._test_split()
@@ -247,6 +249,16 @@ class ImageDataModule(DeviceBatches, L.LightningDataModule):
                        "the validation split: not an independent test)")  # fmt: skip
         return data
 
+    def _packed_test_split(self) -> str:
+        """The packed split the final evaluation uses: ``test``, else ``val`` (said once, as for folders)."""
+        if self._packed.has("test") or not self._packed.has("val"):
+            return "test"
+        if not self._said_val_tests:
+            rank_zero_info(f"{self.root}: no test split packed; the final evaluation uses the packed val split "
+                           "(also the validation split: not an independent test)")  # fmt: skip
+            self._said_val_tests = True
+        return "val"
+
     def _device(self) -> torch.device:
         return self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
 
@@ -270,11 +282,26 @@ class ImageDataModule(DeviceBatches, L.LightningDataModule):
     def sample_images(self, split: str, per_class: int, max_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
         """A fixed set of uint8 images and labels of ``split``: the first ``per_class`` images (in file order) of each
         of the first ``max_classes`` classes, the same in every run."""
-        data = self._splits.get(split)
-        images, labels = data.tensors if data is not None else (self._load(split).images, self._load(split).labels)
+        if self._packed is not None:
+            images, labels = self._packed_sample(self._packed_test_split() if split == "test" else split,
+                                                 per_class * min(max_classes, self.num_classes))  # fmt: skip
+        else:
+            data = self._splits.get(split)
+            images, labels = data.tensors if data is not None else (self._load(split).images, self._load(split).labels)
         classes = range(min(max_classes, self.num_classes))
         index = torch.cat([torch.nonzero(labels == c).flatten()[:per_class] for c in classes])
         return images[index], labels[index]
+
+    def _packed_sample(self, split: str, enough: int) -> tuple[torch.Tensor, torch.Tensor]:
+        # The first batches of the split's stream in this process alone (no workers, no other ranks), in pack order.
+        loader = self._packed.loader(split, self.batch_size, train=False, seed=self.seed, rank=0, world_size=1,
+                                     num_workers=0, epoch=lambda: 0)  # fmt: skip
+        batches = []
+        for batch in loader:
+            batches.append(batch)
+            if sum(len(b[1]) for b in batches) >= 4 * enough:
+                break
+        return torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training batches (this process's shard)."""
@@ -296,6 +323,7 @@ class ImageDataModule(DeviceBatches, L.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader | list:
         if self._packed is not None and split != "predict":
+            split = self._packed_test_split() if split == "test" else split
             if not self._packed.has(split):
                 return []  # Lightning skips a loop without batches, as for a folder without test/
             rank, world_size = self._rank_world()

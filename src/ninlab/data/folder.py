@@ -32,6 +32,7 @@ from ninlab.errors import DataError, DataNotFoundError
 __all__ = [
     "IMAGE_SUFFIXES",
     "VAL_FOLDERS",
+    "check_classes",
     "class_name",
     "find_images",
     "find_splits",
@@ -41,6 +42,7 @@ __all__ = [
     "load_images_unresized",
     "most_common_shape",
     "printable",
+    "split_images",
 ]
 
 VAL_FOLDERS = ("val", "valid", "validation")
@@ -183,11 +185,8 @@ def load_folder(
         base = Path(root).expanduser()
         raise DataNotFoundError(f"{base}: expected a {split}/ folder of class folders next to train/, found none; "
                                 f"add {base / split}/<class>/ images")  # fmt: skip
-    classes = _check_classes(splits)
-    files, labels, own = list_images(splits[split])
-    if own != classes:  # a val/test split lacking some classes: look its labels up by name
-        index = {name: i for i, name in enumerate(classes)}
-        labels = [index[own[label]] for label in labels]
+    classes = check_classes(splits)
+    files, labels = split_images(splits[split], classes)
     size = (image_size, image_size) if isinstance(image_size, int) else image_size
     # The classes are part of the key: a val/test split's labels change when train/ gains or loses a class.
     options = {"image_size": list(size) if size else None, "channels": channels, "classes": classes}
@@ -205,7 +204,7 @@ def load_folder(
     return load_or_build("folder", split, files, options, build, accept=lambda imageset: None)
 
 
-def _check_classes(splits: dict[str, Path]) -> list[str]:
+def check_classes(splits: dict[str, Path]) -> list[str]:
     """The training split's class names, after checking every other split's against them."""
     train = [class_name(path) for path in _class_folders(splits["train"])]
     if len(train) < 2:
@@ -219,6 +218,15 @@ def _check_classes(splits: dict[str, Path]) -> list[str]:
             raise DataError(f"{folder}: expected the classes of {splits['train']}, found also {', '.join(extra)}"
                             f"{also}; rename or remove the class folders that differ")  # fmt: skip
     return train
+
+
+def split_images(folder: str | os.PathLike, classes: list[str]) -> tuple[list[Path], list[int]]:
+    """The images of one split folder labelled by the training ``classes`` (a split may lack some of them)."""
+    files, labels, own = list_images(folder)
+    if own != classes:  # a val/test split lacking some classes: look its labels up by name
+        index = {name: i for i, name in enumerate(classes)}
+        labels = [index[own[label]] for label in labels]
+    return files, labels
 
 
 def most_common_shape(files: list[Path]) -> tuple[tuple[int, int], int]:

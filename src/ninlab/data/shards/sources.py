@@ -1,7 +1,7 @@
 """What ``ninlab pack`` reads: an image folder (laid out as the folder dataset reads it) or a built-in dataset.
 
-Every call into the folder reader (:mod:`ninlab.data.folder`) is in this module: listing class folders, opening
-an image with the folder reader's one-line errors, and decoding one image to the packed size and channel count.
+A folder is listed, checked and decoded exactly as the folder dataset does it (:mod:`ninlab.data.folder`,
+:mod:`ninlab.data.decode`): the same layouts, class checks, EXIF orientation, bit depths and one-line errors.
 """
 
 from __future__ import annotations
@@ -17,11 +17,10 @@ from PIL import Image
 
 from ninlab.data import folder
 from ninlab.data.catalog import dataset_info, list_datasets, load_dataset
-from ninlab.errors import ConfigError, DataError, DataNotFoundError
+from ninlab.data.decode import decode_image, probe_image
+from ninlab.errors import ConfigError, DataNotFoundError
 
 __all__ = ["PackSource", "SplitItems", "decode_item", "open_source", "probe_items"]
-
-_FOLDER_SPLITS = ("train", "val", "test")
 
 
 @dataclass
@@ -77,32 +76,15 @@ def _builtin(name: str) -> PackSource:
 
 
 def _folder(base: Path) -> PackSource:
-    present = [split for split in _FOLDER_SPLITS if (base / split).is_dir()]
-    folders = {split: base / split for split in present} if "train" in present else {"train": base}
-    train = folders["train"]
-    classes = sorted(p.name for p in folder._visible(train) if p.is_dir())
-    if not classes:
-        raise DataNotFoundError(f"{train}: expected one folder per class holding images (<class>/*.png), found "
-                                "none; pass a folder laid out as the folder dataset reads it")  # fmt: skip
+    splits = folder.find_splits(base)
+    classes = folder.check_classes(splits)  # the folder dataset's own checks: one line for what differs
     packed = PackSource(str(base.resolve()), classes, dataset_info("folder").hflip)
     digest = hashlib.sha256()
-    for split, split_dir in folders.items():
-        names = sorted(p.name for p in folder._visible(split_dir) if p.is_dir())
-        unknown = sorted(set(names) - set(classes))
-        if unknown:
-            raise DataError(f"{split_dir}: expected only the training classes' folders, found {', '.join(unknown)}; "
-                            f"add them to {train} or remove them")  # fmt: skip
-        items, labels = [], []
-        for label, name in enumerate(classes):
-            if (split_dir / name).is_dir():
-                found = folder._image_files(split_dir / name)
-                items += found
-                labels += [label] * len(found)
+    for split, split_dir in splits.items():
+        items, labels = folder.split_images(split_dir, classes)
         for path in items:
             stat = path.stat()
             digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
-        if not items:
-            raise DataNotFoundError(f"{split_dir}: expected images in its class folders, found none; add images")
         packed.splits[split] = SplitItems(items, labels)
     packed.fingerprint = digest.hexdigest()
     return packed
@@ -130,9 +112,9 @@ def probe_items(paths: list[Path]) -> tuple[Counter, Counter]:
     """Sizes ``(height, width)`` and channel counts of image files, read from their headers (the folder policy)."""
     sizes, channels = Counter(), Counter()
     for path in paths:
-        with folder._open(path) as image:
-            sizes[(image.height, image.width)] += 1
-            channels[1 if image.mode in folder._GREY_MODES else 3] += 1
+        height, width, chans = probe_image(path)
+        sizes[(height, width)] += 1
+        channels[chans] += 1
     return sizes, channels
 
 
@@ -142,25 +124,12 @@ def decode_item(item: Path | np.ndarray, size: tuple[int, int], channels: int) -
     Raises:
         DataError: the file is empty, not an image or damaged (the folder reader's one-line messages).
     """
+    if not isinstance(item, np.ndarray):
+        return decode_image(item, channels, size).transpose(1, 2, 0)
     height, width = size
-    mode = "L" if channels == 1 else "RGB"
-    if isinstance(item, np.ndarray):
-        if item.shape == (height, width, channels):
-            return item
-        image = Image.fromarray(item.squeeze(-1) if item.shape[-1] == 1 else item)
-        return _convert(image, mode, size, channels)
-    with folder._open(item) as image:
-        try:
-            return _convert(image, mode, size, channels)
-        except (OSError, ValueError, SyntaxError) as error:
-            raise DataError(
-                f"{item}: expected a decodable image, found {error}; the file is damaged, re-export it"
-            ) from error
-
-
-def _convert(image: Image.Image, mode: str, size: tuple[int, int], channels: int) -> np.ndarray:
-    height, width = size
-    image = image.convert(mode)
+    if item.shape == (height, width, channels):
+        return item
+    image = Image.fromarray(item.squeeze(-1) if item.shape[-1] == 1 else item).convert("L" if channels == 1 else "RGB")
     if image.size != (width, height):
         image = image.resize((width, height), Image.Resampling.BILINEAR)
     return np.asarray(image).reshape(height, width, channels)
