@@ -5,11 +5,13 @@ d2l's ``train_ch6`` uses Xavier-uniform, Lin et al.'s Caffe model Gaussian std 0
 the class-map ReLU); He/Kaiming suits deep ReLU stacks.
 
 What the biases start at matters as much as the weights for the d2l NiN. Xavier shrinks the signal layer after layer
-(by ~50x in the first 11 x 11 conv alone), so with PyTorch's default biases, uniform(+-1/sqrt(fan_in)) = +-0.32 in
-the last block's 10-channel 1 x 1 convs, every class map is a near-constant set by those biases: the ones whose
-constant is negative are zero for every image from step 0 (about four of ten), get no gradient and stay dead, as in
-d2l's PyTorch runs (0.785-0.790 test). ``"xavier_zero_bias"`` is d2l's MXNet and TensorFlow init (Glorot-uniform
-weights, zero biases; 0.840-0.871 test): the class maps then depend on the input and start half positive.
+(the first 11 x 11 conv divides its variance by ~50), so with PyTorch's default biases, uniform(+-1/sqrt(fan_in)) =
++-0.32 in the last block's 10-channel 1 x 1 convs, every class map is a near-constant set by those biases: the ones
+whose constant is negative are zero for every image from step 0 (3-5 of ten), get no gradient and stay dead until
+the layers below change, as in d2l's PyTorch runs (0.785-0.790 test). ``"xavier_zero_bias"`` is d2l's MXNet and
+TensorFlow init (Glorot-uniform weights, zero biases; 0.840-0.871 test): the last block's outputs then depend on the
+input. Behind the class-map ReLU, SGD at lr 0.1 still kills maps during training, so the fixed d2l recipe also drops
+that ReLU (configs/d2l_fashion_mnist_fixed.yaml).
 """
 
 from __future__ import annotations
