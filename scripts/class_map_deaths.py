@@ -133,15 +133,15 @@ def run(variant: str, seed: int, args: argparse.Namespace) -> dict:
         "died_at_step": {c: s for c, s in died.items() if s is not None},
         "loss_end": sum(s["loss"] for s in tail) / len(tail),
         "train_acc_end": sum(s["acc"] for s in tail) / len(tail),
-        "test_acc": test_accuracy(model, data, autocast),
+        "test_acc": test_accuracy(model, data, autocast, args.test_images),
         "sec_per_step": seconds / len(steps),
     }  # fmt: skip
     return {"summary": summary, "steps": steps}
 
 
 @torch.no_grad()
-def test_accuracy(model: NiNClassifier, data: ImageDataModule, autocast) -> float:
-    """Top-1 accuracy on the whole Fashion-MNIST test split at the run's input size."""
+def test_accuracy(model: NiNClassifier, data: ImageDataModule, autocast, limit: int | None = None) -> float:
+    """Top-1 accuracy on the Fashion-MNIST test split (its first ``limit`` batches' worth) at the run's input size."""
     model.eval()
     data.setup("test")
     correct = total = 0
@@ -149,6 +149,8 @@ def test_accuracy(model: NiNClassifier, data: ImageDataModule, autocast) -> floa
         with autocast:
             correct += (model(data.prepare_batch(images)).argmax(1) == labels).sum().item()
         total += len(labels)
+        if limit is not None and total >= limit:
+            break
     model.train()
     return correct / total
 
@@ -162,6 +164,7 @@ def main() -> None:
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     parser.add_argument("--limit-train", type=int, default=None, help="train on the first N of the split's images")
     parser.add_argument("--root", default=None, help="folder of the Fashion-MNIST .gz files (default: ninlab's search)")
+    parser.add_argument("--test-images", type=int, default=None, help="test on about this many images (default: all)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--print-every", type=int, default=25, help="steps between progress lines")
     parser.add_argument("--out", type=Path, default=None, help="JSON file for every run's per-step record")

@@ -4,6 +4,8 @@ The recipe's as-written init (Xavier weights, PyTorch's default biases) zeroes s
 step 0 on real Fashion-MNIST; the fixed recipe (zero biases, no ReLU on the class maps) leaves none without gradient.
 """
 
+import importlib.util
+import json
 import re
 from pathlib import Path
 
@@ -66,6 +68,21 @@ def test_class_map_conv_is_found_where_maps_can_die():
     assert class_map_conv(ninlab.create_model("nin_fast")) is None  # no ReLU on its class maps
     assert class_map_conv(ninlab.create_model("nin_micro")) is None  # a linear head, no class maps
     assert class_map_conv(ninlab.create_model("nin_d2l", act_layer="gelu")) is None  # never exactly zero
+
+
+def test_class_map_deaths_script_shows_the_failure_and_the_fix(real_data_dir, monkeypatch, capsys):
+    """scripts/class_map_deaths.py (the CPU proxy of the recipe) runs end to end on real data and finds the deaths."""
+    spec = importlib.util.spec_from_file_location("class_map_deaths", ROOT / "scripts" / "class_map_deaths.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    monkeypatch.setattr("sys.argv", ["class_map_deaths.py", "--root", str(real_data_dir / "fashion-mnist"), "--steps",
+                                     "2", "--seeds", "0", "--variants", "as-written", "fixed", "--test-images", "128",
+                                     "--limit-train", "256"])  # fmt: skip
+    script.main()
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    as_written, fixed = rows
+    assert len(as_written["dead_at_step0"]) >= 3 and as_written["hidden_dead_at_step0"][1] >= 4
+    assert fixed["dead_at_step0"] == [] and fixed["hidden_dead_at_step0"][1] == 0
 
 
 def test_guard_names_the_dead_maps_and_the_fix_within_the_first_epoch(real_data_dir, tmp_path, caplog):
