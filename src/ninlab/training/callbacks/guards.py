@@ -43,7 +43,7 @@ class _ReadsEvery(Callback):
 class DeadClassMapGuard(_ReadsEvery):
     """Warn when class maps die, and stop training when all of them have (the output then ignores the input).
 
-    Both tests are exact, so the guard has no false alarms, and both cost a few tensor ops per step:
+    Both tests are exact (what they find is the failure itself, not a symptom) and cost a few tensor ops per step:
 
     * Per class map, for networks whose class maps end in a ReLU (nin_d2l, nin_cifar, nin_imagenet): a map whose
       bias gets exactly zero gradient for ``map_patience`` optimiser steps in a row was zero at every pixel of every
@@ -93,8 +93,8 @@ class DeadClassMapGuard(_ReadsEvery):
         if conv is None or conv.weight.grad is None or self._watching_past(trainer.global_step):
             return
         # The bias gradient of a map sums its loss gradient over the pixels where it is positive: exactly 0 when it
-        # is positive nowhere (a float sum of the softmax's mixed-sign terms is never exactly 0 otherwise). Two ops a
-        # step on the device, nothing read back until the next check.
+        # is positive nowhere; otherwise a float sum of the softmax's mixed-sign terms is 0 only by a rounding
+        # coincidence, never 50 steps in a row. Two ops a step on the device, nothing read back until the next check.
         bias_grad = conv.bias.grad if conv.bias is not None else None
         silent = bias_grad if bias_grad is not None else conv.weight.grad.flatten(1).abs().amax(1)
         if self._map_dead_steps is None:
