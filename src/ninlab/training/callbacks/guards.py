@@ -143,7 +143,7 @@ class DeadClassMapGuard(_ReadsEvery):
         if not dead:
             return
         # A warning, not a stop: a map that is dead can come back when the layers below it change (in the d2l
-        # recipe some did after 100-400 steps), and the other classes still learn. Every process computes the same
+        # recipe some did after 50-390 steps), and the other classes still learn. Every process computes the same
         # list from the same averaged gradient; only the first prints it.
         self._reported.update(dead)
         plural = len(dead) > 1
