@@ -93,10 +93,10 @@ def test_init_schemes(scheme):
     init_weights(model, scheme)
     if scheme == "gaussian":
         assert conv.weight.std().item() == pytest.approx(0.05, rel=0.05)
-    if scheme == "xavier":
+    if scheme in ("xavier", "xavier_zero_bias"):
         bound = math.sqrt(6 / (conv.in_channels * 121 + conv.out_channels * 121))
         assert conv.weight.abs().max().item() <= bound
-    if scheme in ("gaussian", "kaiming"):
+    if scheme in ("gaussian", "kaiming", "xavier_zero_bias"):
         assert torch.all(conv.bias == 0)
     else:  # d2l's train_ch6 (the d2l NiN document) re-draws only the weights under Xavier
         assert torch.equal(conv.bias, default_bias) and default_bias.abs().sum() > 0

@@ -99,7 +99,7 @@ def _dead_model() -> NiNClassifier:
 def test_dead_class_maps_stop_the_run_with_advice(tmp_path):
     guard = DeadClassMapGuard(patience=3)
     trainer = _trainer(tmp_path, max_epochs=5, callbacks=[guard, RunReport()])
-    with pytest.raises(TrainingError, match=r"ln\(10\) = 2\.302585.*final_act=false.*xavier") as error:
+    with pytest.raises(TrainingError, match=r"ln\(10\) = 2\.302585.*xavier_zero_bias.*final_act: false") as error:
         trainer.fit(_dead_model(), _loader(n=32, size=67, batch_size=8))
     assert trainer.global_step == 3 and "\n" not in str(error.value)
     assert json.loads((tmp_path / "summary.json").read_text())["error"].startswith("TrainingError: training stopped")

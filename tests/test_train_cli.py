@@ -93,14 +93,14 @@ def test_every_recipe_runs_fast_dev_run(recipe, data_root, tmp_path, monkeypatch
     assert {"d2l_fashion_mnist", "fast_fashion_mnist", "gpu_fashion_mnist", "lightning_cifar10", "long_fashion_mnist",
             "paper_cifar10"} <= set(RECIPES)  # fmt: skip
     args = _fit_args(data_root, tmp_path, "--trainer.fast_dev_run", "1")
-    if recipe == "gpu_fashion_mnist":
+    if recipe.startswith("gpu_"):
         # bf16-mixed and device-resident data run as configured; bf16 is emulated (slow) on a CPU, so at 96x96 rather
         # than 224x224 (nin_d2l takes >= 67x67); compile is tested in test_gpu_path.py.
         args += ["--model.compile", "false", "--data.image_size", "96"]
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)  # restored afterwards
     assert main([args[0], "-c", str(ROOT / "configs" / f"{recipe}.yaml"), *args[1:]]) == 0
     # The GPU recipe lets cuDNN pick its convolution algorithms by timing them (trainer.benchmark).
-    assert torch.backends.cudnn.benchmark == (recipe == "gpu_fashion_mnist")
+    assert torch.backends.cudnn.benchmark == recipe.startswith("gpu_")
     summary = json.loads((_only_run(tmp_path) / "summary.json").read_text())
     assert summary["test_images"] > 0 and 0 <= summary["test_acc"] <= 1
 
