@@ -64,6 +64,7 @@ def _write_cifar(folder: Path, per_batch: int = 8, seed: int = 0) -> None:
 def data_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("data")
     _write_idx(root / "fashion-mnist")
+    _write_idx(root / "mnist")  # the same official file names
     _write_cifar(root / "cifar-10-batches-py")
     return root
 
