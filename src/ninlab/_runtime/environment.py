@@ -10,6 +10,7 @@ from importlib import metadata
 import torch
 
 from ninlab._runtime.host_allocator import freed_memory_kept
+from ninlab._runtime.library_internals import torch_cpu_has_native_bf16
 
 __all__ = ["cpu_has_native_bf16", "machine_info", "versions"]
 
@@ -39,9 +40,7 @@ def _cpu_model() -> str:
 
 def cpu_has_native_bf16() -> bool:
     """Whether the CPU multiplies bf16 in hardware (AVX512-BF16 or AMX); without, bf16 autocast is emulated, slowly."""
-    # torch's own probes (cpuinfo), private but present since torch 2.1; a torch without them reports False.
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
+    return torch_cpu_has_native_bf16()
 
 
 def machine_info() -> dict[str, object]:
