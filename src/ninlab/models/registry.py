@@ -14,7 +14,7 @@ from typing import TypedDict, TypeVar
 
 from torch import nn
 
-from ninlab.errors import ConfigError
+from ninlab.errors import ConfigError, check_choice
 
 __all__ = ["ModelKwargs", "create_model", "list_models", "register_model"]
 
@@ -67,8 +67,7 @@ def create_model(name: str, **kwargs) -> nn.Module:
         ConfigError: the name is unknown, or a keyword is not one the builder takes.
     """
     _load_builtin_models()
-    if name not in _BUILDERS:
-        raise ConfigError(f"unknown model {name!r}; known models: {', '.join(sorted(_BUILDERS))}")
+    check_choice(name, sorted(_BUILDERS), "model")
     builder = _BUILDERS[name]
     accepted = list(inspect.signature(builder).parameters)
     unknown = sorted(set(kwargs) - set(accepted))

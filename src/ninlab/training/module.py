@@ -15,11 +15,11 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from torch import nn
 
-from ninlab.errors import CheckpointError, ConfigError
+from ninlab.errors import CheckpointError, ConfigError, check_choice
 from ninlab.models.init import init_weights
 from ninlab.models.registry import ModelKwargs, create_model
 from ninlab.training.metrics import EpochTally
-from ninlab.training.optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_scheduler, check_choice
+from ninlab.training.optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_scheduler
 from ninlab.training.untrusted import check_hyperparameters, plain_data_problem
 
 __all__ = ["SPLITS", "NiNClassifier"]
