@@ -12,7 +12,7 @@ import torch
 from ninlab._runtime.host_allocator import freed_memory_kept
 from ninlab._runtime.library_internals import torch_cpu_has_native_bf16
 
-__all__ = ["cpu_has_native_bf16", "machine_info", "versions"]
+__all__ = ["cpu_has_native_bf16", "environment_report", "machine_info", "versions"]
 
 
 def versions() -> dict[str, str]:
@@ -60,3 +60,12 @@ def machine_info() -> dict[str, object]:
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
+
+
+def environment_report(accelerator: str | None = None) -> dict[str, dict]:
+    """``{"versions": versions(), "machine": machine_info()}``, the one environment record of run summaries,
+    benchmark reports and measurement scripts; ``accelerator`` (e.g. ``"CPUAccelerator"``) joins the machine."""
+    machine = machine_info()
+    if accelerator is not None:
+        machine["accelerator"] = accelerator
+    return {"versions": versions(), "machine": machine}

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from ninlab._runtime.atomic import atomic_open
 from ninlab.bench.suite import bench, format_report
 from ninlab.bench.training import PRECISIONS, BenchConfig
 from ninlab.errors import ConfigError
@@ -67,10 +68,6 @@ def run(args: argparse.Namespace) -> int:
     report = bench(config, rounds=args.rounds, inference=args.inference, quiet=not args.show_output)
     print(format_report(report))
     if args.json is not None:
-        tmp = args.json.with_name(args.json.name + ".tmp")
-        try:
-            tmp.write_text(json.dumps(report, indent=2))
-            os.replace(tmp, args.json)  # never a half-written report
-        finally:
-            tmp.unlink(missing_ok=True)
+        with atomic_open(args.json) as out:  # never a half-written report
+            out.write(json.dumps(report, indent=2).encode())
     return 0

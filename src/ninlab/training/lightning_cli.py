@@ -38,6 +38,7 @@ from ninlab._runtime.library_messages import HeldLines
 from ninlab._runtime.tensor_files import free_bytes
 from ninlab.data import ImageDataModule
 from ninlab.errors import CheckpointError, ConfigError, NinlabError, TrainingError
+from ninlab.training import SUBCOMMANDS
 from ninlab.training.callbacks import (
     DeadClassMapGuard,
     NonFiniteLossGuard,
@@ -67,7 +68,6 @@ __all__ = [
     "training_callbacks",
 ]
 
-SUBCOMMANDS = ("fit", "validate", "test", "predict")
 DEFAULT_RECIPE = "fast_fashion_mnist"
 _DEFAULT_ROOT = "runs"
 HELD_LINES = HeldLines()
