@@ -20,7 +20,8 @@ import torch
 
 from ninlab._runtime.environment import environment_report
 from ninlab.bench.rates import matmul_flops_per_s
-from ninlab.bench.training import PIPELINES, BenchConfig, PipelineResult, recipe_model, run_round
+from ninlab.bench.rounds import recipe_model, run_round
+from ninlab.bench.training import PIPELINES, BenchConfig, PipelineResult
 
 __all__ = ["bench", "format_report"]
 

@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--precision", choices=PRECISIONS, default=defaults.precision,
                         help="B's and C's precision (default: the recipe's); A trains in fp32, "
-                        "as spec 000 does")  # fmt: skip
+                        "as the Lightning NiN document does")  # fmt: skip
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
     parser.add_argument("--show-output", action="store_true",
                         help="show the pipelines' own output (Lightning's messages and progress bars)")  # fmt: skip
