@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from datetime import timedelta
 from typing import Any
 
 from lightning.pytorch import LightningModule, Trainer
@@ -33,7 +34,11 @@ class RunCheckpoint(ModelCheckpoint):
     """
 
     def __init__(
-        self, *args: Any, every_n_train_steps: int | None = None, train_time_interval: Any = None, **kwargs: Any
+        self,
+        *args: Any,
+        every_n_train_steps: int | None = None,
+        train_time_interval: timedelta | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(*args, every_n_train_steps=every_n_train_steps, train_time_interval=train_time_interval,
                          **kwargs)  # fmt: skip
