@@ -66,8 +66,10 @@ def main() -> None:
     for row in results:
         print(f"{row['name']:45} {row['median_s']:9.3f} {row['target_s']:9.1f}")
     if args.json:
-        with open(args.json, "w") as file:
-            json.dump(results, file, indent=2)
+        from ninlab._runtime.atomic import atomic_open
+
+        with atomic_open(args.json) as file:
+            file.write(json.dumps(results, indent=2).encode())
 
 
 if __name__ == "__main__":

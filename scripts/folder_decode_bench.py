@@ -27,7 +27,8 @@ def main() -> None:
     load_before = os.getloadavg()
     import torch
 
-    from ninlab._runtime.environment import machine_info
+    from ninlab._runtime.atomic import atomic_open
+    from ninlab._runtime.environment import environment_report
     from ninlab.data.decode import decode_images, usable_cores
     from ninlab.data.folder import find_splits, list_images, most_common_shape
 
@@ -45,7 +46,6 @@ def main() -> None:
             decoded[name] = decode_images(files, channels, size, workers=workers)
             results[name].append(time.perf_counter() - start)
     identical = torch.equal(decoded["serial"], decoded["parallel"])
-    info = machine_info()
     report = {
         "images": len(files),
         "size": list(size),
@@ -59,14 +59,13 @@ def main() -> None:
         "identical": identical,
         "load_average_before": load_before,
         "load_average_after": os.getloadavg(),
-        "cpu": info["cpu"],
-        "cpu_capability": info["cpu_capability"],
-        "cpu_native_bf16": info["cpu_native_bf16"],
+        **environment_report(),  # machine: cpu, cpu_capability, cpu_native_bf16...
         "root": str(Path(args.root).resolve()),
     }
     print(json.dumps(report, indent=2))
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        with atomic_open(args.json) as file:
+            file.write((json.dumps(report, indent=2) + "\n").encode())
 
 
 if __name__ == "__main__":

@@ -12,21 +12,17 @@ test accuracy, placed at the end of fit.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from ninlab.training.plots import epoch_metrics
+
 
 def read_run(run_dir: Path) -> tuple[list[tuple[float, float]], float | None, float | None]:
     """``([(elapsed_s, val_acc) per epoch], test_acc, fit wall_s)`` of one run directory."""
-    epochs: dict[int, dict[str, float]] = {}
-    with open(run_dir / "metrics.csv", newline="") as file:
-        for row in csv.DictReader(file):
-            if row.get("epoch"):
-                values = epochs.setdefault(int(float(row["epoch"])), {})
-                values.update({k: float(row[k]) for k in ("val/acc", "time/elapsed_s") if row.get(k)})
+    epochs = epoch_metrics(run_dir / "metrics.csv", keys=("val/acc", "time/elapsed_s"))
     points = [(v["time/elapsed_s"], v["val/acc"]) for _, v in sorted(epochs.items()) if len(v) == 2]
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}

@@ -110,7 +110,8 @@ def test_run_round_takes_turns_window_by_window(real_data_dir):
     Run in bf16-mixed, which B (Lightning's precision plugin) and C (autocast) then train in, and A (the Lightning
     NiN document's way) does not.
     """
-    from ninlab.bench.training import BenchConfig, run_round
+    from ninlab.bench.rounds import run_round
+    from ninlab.bench.training import BenchConfig
 
     config = BenchConfig(root=str(real_data_dir / "fashion-mnist"), limit=256, epochs=2, windows=2, val_size=64,
                          precision="bf16-mixed")  # fmt: skip
@@ -202,7 +203,7 @@ def test_recipe_model_discards_what_lightning_prints(real_data_dir):
     """`--inference` builds the recipe's model in the parent: its seed, device and CLI messages stay off the report."""
     code = (
         "import sys\n"
-        "from ninlab.bench.training import BenchConfig, recipe_model\n"
+        "from ninlab.bench.rounds import recipe_model\nfrom ninlab.bench.training import BenchConfig\n"
         f"config = BenchConfig(root={str(real_data_dir / 'fashion-mnist')!r}, limit=256)\n"
         "assert recipe_model(config).net.num_classes == 10\n"
         "print('MARK', flush=True)\n"

@@ -1,5 +1,6 @@
 """Project invariants: CI runs exactly the README's test command."""
 
+import ast
 import re
 from pathlib import Path
 
@@ -43,3 +44,46 @@ def test_the_docs_refer_to_nothing_outside_the_repository():
     files = [ROOT / "README.md", *(ROOT / "docs").rglob("*.md"), *(ROOT / "src" / "ninlab" / "configs").glob("*.yaml")]
     found = [f"{f.relative_to(ROOT)}: {word}" for f in files for word in outside if word in f.read_text().lower()]
     assert not found
+
+
+def _library_hooks() -> set[str]:
+    """Names of the methods ninlab's classes override on the libraries' base classes.
+
+    An override is documented by the library that calls it (Lightning's hook reference, ``logging.Filter.filter``,
+    ``nn.Module.forward``...): ninlab documents only what it adds, so these names are not required to carry a
+    docstring of their own.
+    """
+    import logging
+
+    from lightning.pytorch import Callback, LightningDataModule, LightningModule
+    from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+    from lightning.pytorch.cli import LightningCLI
+    from lightning.pytorch.profilers import Profiler
+    from torch import nn
+    from torch.utils.data import Dataset, Sampler
+
+    bases = (Callback, LightningDataModule, LightningModule, ModelCheckpoint, TQDMProgressBar, LightningCLI, Profiler,
+             logging.Filter, nn.Module, Dataset, Sampler)  # fmt: skip
+    return {name for base in bases for name in dir(base)}
+
+
+def test_every_public_object_has_a_docstring():
+    hooks = _library_hooks()
+    missing = []
+    for path in sorted((ROOT / "src" / "ninlab").rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        where = path.relative_to(ROOT / "src")
+        if not ast.get_docstring(tree) and path.name != "__main__.py":
+            missing.append(f"{where}: module")
+        for node in tree.body:
+            if not isinstance(node, ast.FunctionDef | ast.ClassDef) or node.name.startswith("_"):
+                continue
+            if not ast.get_docstring(node):
+                missing.append(f"{where}: {node.name}")
+            if isinstance(node, ast.ClassDef):
+                overrides = hooks if node.bases else set()
+                for item in node.body:
+                    if (isinstance(item, ast.FunctionDef) and not item.name.startswith("_")
+                            and item.name not in overrides and not ast.get_docstring(item)):  # fmt: skip
+                        missing.append(f"{where}: {node.name}.{item.name}")
+    assert not missing, "public objects without a docstring:\n" + "\n".join(missing)

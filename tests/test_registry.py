@@ -14,7 +14,7 @@ def test_list_models_pattern():
 
 
 def test_unknown_name_lists_known_names():
-    with pytest.raises(ConfigError, match=r"unknown model 'resnet50'; known models: nin_cifar, nin_d2l"):
+    with pytest.raises(ConfigError, match=r"unknown model 'resnet50'; use one of nin_cifar, nin_d2l"):
         ninlab.create_model("resnet50")
 
 

@@ -4,6 +4,8 @@ Every error here carries a one-line message that says what was expected, what wa
 The command line prints that line (no traceback unless ``--verbose``) and exits non-zero.
 """
 
+from collections.abc import Iterable
+
 __all__ = [
     "CheckpointError",
     "ConfigError",
@@ -13,6 +15,8 @@ __all__ = [
     "NinlabError",
     "RunInterrupted",
     "TrainingError",
+    "check_choice",
+    "unknown_choice",
 ]
 
 
@@ -62,3 +66,15 @@ class RunInterrupted(NinlabError):
     def exit_code(self) -> int:
         """``128 + signal number``, what a shell reports for a process that the signal ended; 0 when quiet."""
         return 0 if self.quiet else 128 + self.signal_number
+
+
+def unknown_choice(option: str, value: object, choices: Iterable[str], alternative: str = "") -> ConfigError:
+    """The one-line error for a ``value`` of ``option`` that is none of ``choices`` (plus ``alternative``, if any)."""
+    return ConfigError(f"unknown {option} {value!r}; use one of {', '.join(choices)}{alternative}")
+
+
+def check_choice(value: object, choices: Iterable[str], option: str) -> None:
+    """Raise :func:`unknown_choice`'s :class:`ConfigError` unless ``value`` is one of ``choices``."""
+    choices = list(choices)
+    if value not in choices:
+        raise unknown_choice(option, value, choices)

@@ -10,8 +10,9 @@ from importlib import metadata
 import torch
 
 from ninlab._runtime.host_allocator import freed_memory_kept
+from ninlab._runtime.library_internals import torch_cpu_has_native_bf16
 
-__all__ = ["cpu_has_native_bf16", "machine_info", "versions"]
+__all__ = ["cpu_has_native_bf16", "environment_report", "machine_info", "versions"]
 
 
 def versions() -> dict[str, str]:
@@ -39,9 +40,7 @@ def _cpu_model() -> str:
 
 def cpu_has_native_bf16() -> bool:
     """Whether the CPU multiplies bf16 in hardware (AVX512-BF16 or AMX); without, bf16 autocast is emulated, slowly."""
-    # torch's own probes (cpuinfo), private but present since torch 2.1; a torch without them reports False.
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
+    return torch_cpu_has_native_bf16()
 
 
 def machine_info() -> dict[str, object]:
@@ -61,3 +60,12 @@ def machine_info() -> dict[str, object]:
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
+
+
+def environment_report(accelerator: str | None = None) -> dict[str, dict]:
+    """``{"versions": versions(), "machine": machine_info()}``, the one environment record of run summaries,
+    benchmark reports and measurement scripts; ``accelerator`` (e.g. ``"CPUAccelerator"``) joins the machine."""
+    machine = machine_info()
+    if accelerator is not None:
+        machine["accelerator"] = accelerator
+    return {"versions": versions(), "machine": machine}

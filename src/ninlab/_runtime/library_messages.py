@@ -22,14 +22,14 @@ from __future__ import annotations
 import logging
 import warnings
 
+from ninlab._runtime.library_internals import LIGHTNING_SIGNAL_LOGGER, ONNX_REGISTRATION_LOGGER
+
 __all__ = ["HeldLines", "hide_irrelevant_library_messages"]
 
 _LIGHTNING_RANK_ZERO = "lightning.pytorch.utilities.rank_zero"
-_ONNX_REGISTRATION = "torch.onnx._internal.exporter._registration"
 _PYTREE_DEPRECATION = r"`isinstance\(treespec, LeafSpec\)` is deprecated"
 _ALL_GATHER_DEPRECATION = r"torch\.distributed\.nn\.functional\.all_gather is deprecated"
 _SYNC_DIST_ADVICE = r"It is recommended to use `self\.log\('(train|val|test|time)/"
-_LIGHTNING_SIGNALS = "lightning.pytorch.trainer.connectors.signal_connector"
 _ITERABLE_LEN = r"Your `IterableDataset` has `__len__` defined"
 
 
@@ -46,8 +46,8 @@ def hide_irrelevant_library_messages() -> None:
     lightning = logging.getLogger(_LIGHTNING_RANK_ZERO)
     if not any(isinstance(f, _DropTips) for f in lightning.filters):
         lightning.addFilter(_DropTips())
-    logging.getLogger(_ONNX_REGISTRATION).setLevel(logging.ERROR)
-    logging.getLogger(_LIGHTNING_SIGNALS).setLevel(logging.WARNING)  # its warnings (a failed requeue) still show
+    logging.getLogger(ONNX_REGISTRATION_LOGGER).setLevel(logging.ERROR)
+    logging.getLogger(LIGHTNING_SIGNAL_LOGGER).setLevel(logging.WARNING)  # its warnings (a failed requeue) still show
     # filterwarnings replaces an identical filter rather than adding another.
     warnings.filterwarnings("ignore", message=_PYTREE_DEPRECATION, category=FutureWarning)
     warnings.filterwarnings("ignore", message=_ALL_GATHER_DEPRECATION, category=FutureWarning)

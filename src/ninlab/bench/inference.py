@@ -39,7 +39,7 @@ def inference_speed(model: NiNClassifier, batch_size: int = 256, repeats: int = 
     Keys: ``torch_images_per_s``, ``torch_latency_ms``, ``onnx_images_per_s``, ``onnx_latency_ms``.
     """
     model = model.eval()
-    input_size = tuple(model.hparams.input_size or (model.net.in_chans, model.net.design_size, model.net.design_size))
+    input_size = model.input_size
     batch, single = torch.randn(batch_size, *input_size), torch.randn(1, *input_size)
     memory_format = torch.channels_last if model.hparams.channels_last else torch.contiguous_format
     batch, single = batch.contiguous(memory_format=memory_format), single.contiguous(memory_format=memory_format)

@@ -18,9 +18,10 @@ import time
 
 import torch
 
-from ninlab._runtime.environment import machine_info, versions
+from ninlab._runtime.environment import environment_report
 from ninlab.bench.rates import matmul_flops_per_s
-from ninlab.bench.training import PIPELINES, BenchConfig, PipelineResult, recipe_model, run_round
+from ninlab.bench.rounds import recipe_model, run_round
+from ninlab.bench.training import PIPELINES, BenchConfig, PipelineResult
 
 __all__ = ["bench", "format_report"]
 
@@ -92,8 +93,7 @@ def bench(config: BenchConfig, rounds: int = 1, inference: bool = False, quiet: 
         "train_flops_per_image": ninlab.train_flops_per_image,
         "achieved_flops_per_s": ninlab.achieved_flops_per_s,
         "sgemm_flops_per_s": statistics.median(sgemm_rates),
-        "machine": machine_info(),
-        "versions": versions(),
+        **environment_report(),
     }
     if bf16:
         report["fraction_of_bf16_gemm"] = statistics.median(bf16_fractions)

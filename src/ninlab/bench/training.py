@@ -1,8 +1,8 @@
 """Three ways to train the same NiN on the same real data, timed alike.
 
-* ``seed_style`` (A): spec 000's approach: a per-sample ``Dataset`` that returns normalised float tensors (through
-  a PIL image, ``ToTensor`` and ``Normalize``, as torchvision does), a shuffling ``DataLoader`` that collates them,
-  NCHW tensors, driving ninlab's LightningModule.
+* ``seed_style`` (A): the Lightning NiN document's approach: a per-sample ``Dataset`` that returns normalised float
+  tensors (through a PIL image, ``ToTensor`` and ``Normalize``, as torchvision does), a shuffling ``DataLoader``
+  that collates them, NCHW tensors, driving ninlab's LightningModule.
 * ``ninlab`` (B): the ``ninlab fit`` path: the recipe's LightningCLI configuration with ninlab's callbacks and
   loggers (uint8 data in memory, batched augmentation and normalisation on the device, channels-last).
 * ``bare`` (C): a plain PyTorch loop over the same in-memory tensors with the same model, optimiser, lr schedule,
@@ -11,28 +11,25 @@
 All three train on the CPU, also on a machine with a GPU: the bare loop is a CPU loop, and B/A and B/C compare like
 with like only on one device. ``scripts/gpu_step_bench.py`` and the GPU recipe's run summary measure the GPU.
 B and C train in the recipe's precision or in ``precision`` (``32-true`` or ``bf16-mixed``), the fast paths; A always
-trains in fp32, as spec 000 does.
+trains in fp32, as the Lightning NiN document does.
 
 Each pipeline trains ``epochs`` epochs on the first ``limit`` training images; the last epoch is timed (the earlier
-ones are warm-up) and cut into ``windows`` windows of steps. :func:`run_round` runs the pipelines side by side, each
-in a fresh process (so its peak memory is its own), taking turns window by window (one runs while the others wait),
-so that every pipeline's window ``w`` is timed within seconds of the others' and a shared machine's changing speed
-hits them alike.
+ones are warm-up) and cut into ``windows`` windows of steps. :func:`ninlab.bench.rounds.run_round` runs the pipelines
+side by side, each in a fresh process (so its peak memory is its own), taking turns window by window (one runs while
+the others wait), so that every pipeline's window ``w`` is timed within seconds of the others' and a shared machine's
+changing speed hits them alike.
 """
 
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
 import os
 import resource
 import statistics
 import sys
 import tempfile
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
-from multiprocessing.connection import Connection
-from typing import Any
+from dataclasses import dataclass, field
 
 import lightning as L
 import numpy as np
@@ -47,10 +44,10 @@ from ninlab.bench.rates import training_flops_per_image
 from ninlab.data import ImageDataModule
 from ninlab.data.sampler import ShardedBatchSampler
 from ninlab.errors import ConfigError
-from ninlab.training.lightning_cli import RUN_DIR_ENV, NinlabCLI, recipe_path, training_callbacks
+from ninlab.training.lightning_cli import HELD_LINES, RUN_DIR_ENV, NinlabCLI, recipe_path, training_callbacks
 from ninlab.training.module import NiNClassifier
 
-__all__ = ["PIPELINES", "PRECISIONS", "BenchConfig", "PipelineResult", "recipe_model", "run_pipeline", "run_round"]
+__all__ = ["PIPELINES", "PRECISIONS", "BenchConfig", "PipelineResult", "recipe_cli", "run_pipeline", "scratch_dir"]
 
 
 @dataclass(frozen=True)
@@ -93,7 +90,7 @@ class PipelineResult:
         return self.train_flops_per_image * self.epoch_images_per_s
 
 
-def _recipe_cli(config: BenchConfig, workdir: str, callbacks: list) -> NinlabCLI:
+def recipe_cli(config: BenchConfig, workdir: str, callbacks: list) -> NinlabCLI:
     """The recipe as ``ninlab fit -c recipe`` builds it, on ``limit`` images, writing its run under ``workdir``."""
     args = ["--config", str(recipe_path(config.recipe)), f"--trainer.max_epochs={config.epochs}",
             "--trainer.num_sanity_val_steps=0", f"--data.limit_train={config.limit}",
@@ -124,7 +121,7 @@ def _result(name: str, clock: StepClock, batch_size: int, config: BenchConfig, f
 def run_ninlab(config: BenchConfig, workdir: str, turns: Turns | None = None) -> PipelineResult:
     """B: the ``ninlab fit`` path: the recipe's trainer, callbacks, loggers and datamodule."""
     clock = StepClock(turns)
-    cli = _recipe_cli(config, workdir, [*training_callbacks(), clock])
+    cli = recipe_cli(config, workdir, [*training_callbacks(), clock])
     flops = training_flops_per_image(cli.model.net, cli.datamodule.input_size)
     cli.trainer.fit(cli.model, cli.datamodule)
     return _result("ninlab", clock, cli.datamodule.batch_size, config, flops, str(cli.trainer.precision))
@@ -159,14 +156,15 @@ class _PerSampleDataset(Dataset):
 
 
 def run_seed_style(config: BenchConfig, workdir: str, turns: Turns | None = None) -> PipelineResult:
-    """A: spec 000's per-sample Dataset + DataLoader (NCHW, no augmentation), driving the same LightningModule."""
-    cli = _recipe_cli(config, workdir, [])
+    """A: the Lightning NiN document's per-sample Dataset + DataLoader (NCHW, no augmentation), driving the same
+    LightningModule."""
+    cli = recipe_cli(config, workdir, [])
     datamodule = cli.datamodule
     datamodule.setup("fit")
     images, labels = datamodule.train_tensors
     loader = DataLoader(_PerSampleDataset(images, labels, *datamodule.mean_std), datamodule.batch_size, shuffle=True)
     model = cli.model
-    model.net = model.net.to(memory_format=torch.contiguous_format)  # NCHW, as spec 000 trains
+    model.net = model.net.to(memory_format=torch.contiguous_format)  # NCHW, as the Lightning NiN document trains
     flops = training_flops_per_image(model.net, datamodule.input_size)
     clock = StepClock(turns)
     trainer = L.Trainer(max_epochs=config.epochs, callbacks=[clock], logger=False, enable_checkpointing=False,
@@ -184,7 +182,7 @@ def run_bare(config: BenchConfig, workdir: str, turns: Turns | None = None) -> P
     Under ``bf16-mixed`` the forward runs in ``torch.autocast`` as Lightning's precision plugin runs B's, and the
     logits go to fp32 before the loss, as in :class:`NiNClassifier`.
     """
-    cli = _recipe_cli(config, workdir, [])
+    cli = recipe_cli(config, workdir, [])
     datamodule, hparams = cli.datamodule, cli.model.hparams
     datamodule.setup("fit")
     images, labels = datamodule.train_tensors
@@ -220,26 +218,24 @@ def run_bare(config: BenchConfig, workdir: str, turns: Turns | None = None) -> P
 PIPELINES = {"seed_style": run_seed_style, "ninlab": run_ninlab, "bare": run_bare}
 KEEPS_FREED_MEMORY = ("ninlab", "bare")
 """Pipelines run with the allocator setting of ``ninlab``'s command line: B, since it is that path, and C, so that B/C
-measures only what Lightning and ninlab's bookkeeping cost. A runs as spec 000's code would, in a default process."""
+measures only what Lightning and ninlab's bookkeeping cost. A runs as the Lightning NiN document's code would, in a
+default process."""
 
 
 @contextlib.contextmanager
-def _scratch_dir() -> Iterator[str]:
-    """A temporary directory for the runs the recipe's CLI creates, forgotten (and deleted) afterwards."""
+def scratch_dir() -> Iterator[str]:
+    """A temporary directory for the runs the recipe's CLI creates, forgotten (and deleted) afterwards.
+
+    The CLI is built here without :func:`ninlab.training.lightning_cli.run`, which would drop the Lightning lines a
+    trainer that never fits leaves held (the bare loop's): dropped here, or they swallow every later info line of the
+    process.
+    """
     with tempfile.TemporaryDirectory(prefix="ninlab-bench-") as workdir:
         try:
             yield workdir
         finally:
             os.environ.pop(RUN_DIR_ENV, None)
-
-
-def recipe_model(config: BenchConfig, quiet: bool = True) -> NiNClassifier:
-    """The recipe's classifier (untrained), as ``ninlab fit`` would build it for the recipe's data.
-
-    With ``quiet`` what Lightning prints while building it (seed, devices, warnings) is discarded.
-    """
-    with _scratch_dir() as workdir, _output_discarded(quiet):
-        return _recipe_cli(config, workdir, []).model
+            HELD_LINES.discard()
 
 
 def run_pipeline(name: str, config: BenchConfig, turns: Turns | None = None) -> PipelineResult:
@@ -247,116 +243,9 @@ def run_pipeline(name: str, config: BenchConfig, turns: Turns | None = None) -> 
     if name in KEEPS_FREED_MEMORY:
         keep_freed_memory()
     L.seed_everything(0, verbose=False)
-    with _scratch_dir() as workdir:
+    with scratch_dir() as workdir:
         result = PIPELINES[name](config, workdir, turns)
     result.keeps_freed_memory = freed_memory_kept()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     result.peak_rss_mb = peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux
     return result
-
-
-_GO, _STOP = "go", "stop"
-
-
-@contextlib.contextmanager
-def _output_discarded(discard: bool = True) -> Iterator[None]:
-    """Send this process's stdout and stderr (file descriptors 1 and 2) to the null device while inside.
-
-    Building and training a recipe prints Lightning's banners, warnings, model summary and progress bars, which would
-    bury the benchmark's own report; they are still produced (B's progress bar is part of the ``ninlab fit`` path
-    being timed), just not shown. Exceptions still propagate: a pipeline's reach the parent through the pipe.
-    """
-    if not discard:
-        yield
-        return
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    null = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(null, 1)
-        os.dup2(null, 2)
-        yield
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        for fd in (null, *saved):
-            os.close(fd)
-
-
-def _worker(name: str, config: BenchConfig, conn: Connection, quiet: bool) -> None:
-    """A pipeline's process: runs only while it has the turn, and reports back each time it hands the turn on."""
-
-    def wait() -> None:
-        conn.send(("paused", None))
-        if conn.recv() != _GO:
-            raise SystemExit(0)
-
-    try:
-        if conn.recv() != _GO:
-            return
-        turns = Turns(epoch=config.epochs - 1, windows=config.windows, wait=wait)
-        with _output_discarded(quiet):
-            result = run_pipeline(name, config, turns)
-        conn.send(("result", asdict(result)))
-    except Exception as error:  # raised again in the parent, so ninlab's own errors stay one-line user errors
-        try:
-            conn.send(("error", error))
-        except Exception:  # an exception that does not pickle: its type and message
-            conn.send(("error", f"{type(error).__name__}: {error}"))
-
-
-def _expect(name: str, process: multiprocessing.process.BaseProcess, conn: Connection, kind: str) -> Any:
-    """The next message from ``name``'s process, which must be ``kind``; raises if the process failed or died."""
-    while not conn.poll(1.0):
-        if not process.is_alive():
-            raise RuntimeError(f"bench pipeline {name!r} exited with code {process.exitcode} before reporting")
-    got, payload = conn.recv()
-    if got == "error":
-        if isinstance(payload, Exception):
-            raise payload
-        raise RuntimeError(f"bench pipeline {name!r} failed: {payload}")
-    if got != kind:  # pragma: no cover - a protocol bug, not a user error
-        raise RuntimeError(f"bench pipeline {name!r} sent {got!r}, expected {kind!r}")
-    return payload
-
-
-def run_round(names: list[str], config: BenchConfig, quiet: bool = True) -> dict[str, PipelineResult]:
-    """Run the pipelines ``names`` side by side, each in a fresh process, one at a time.
-
-    Each process starts (imports) at once, then waits for its turn. The turns go round in the order of ``names``:
-    each pipeline's warm-up up to its timed epoch, then window 1 of each, window 2 of each, and so on; last, each
-    finishes and reports. No two pipelines ever compute at the same time, and a pipeline's stamps exclude its waits.
-    With ``quiet`` the pipelines' own output (Lightning's banners, warnings and progress bars) is discarded.
-    """
-    context = multiprocessing.get_context("spawn")
-    workers = []
-    try:
-        for name in names:
-            conn, child = context.Pipe()
-            process = context.Process(target=_worker, args=(name, config, child, quiet), name=f"ninlab-bench-{name}")
-            process.start()
-            child.close()
-            workers.append((name, process, conn))
-        for _ in range(config.windows + 1):  # the warm-up, then every window
-            for name, process, conn in workers:
-                conn.send(_GO)
-                _expect(name, process, conn, "paused")
-        results = {}
-        for name, process, conn in workers:
-            conn.send(_GO)
-            results[name] = PipelineResult(**_expect(name, process, conn, "result"))
-            process.join()  # it exits by itself, so its finalizers run (tqdm's semaphore is released)
-        return results
-    finally:
-        for _, process, conn in workers:
-            if process.is_alive():
-                with contextlib.suppress(OSError):
-                    conn.send(_STOP)
-                process.join(5)
-                if process.is_alive():
-                    process.kill()
-                    process.join()
-            conn.close()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from ninlab._runtime.atomic import atomic_open
 from ninlab.bench.suite import bench, format_report
 from ninlab.bench.training import PRECISIONS, BenchConfig
 from ninlab.errors import ConfigError
@@ -45,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--precision", choices=PRECISIONS, default=defaults.precision,
                         help="B's and C's precision (default: the recipe's); A trains in fp32, "
-                        "as spec 000 does")  # fmt: skip
+                        "as the Lightning NiN document does")  # fmt: skip
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
     parser.add_argument("--show-output", action="store_true",
                         help="show the pipelines' own output (Lightning's messages and progress bars)")  # fmt: skip
@@ -67,10 +68,6 @@ def run(args: argparse.Namespace) -> int:
     report = bench(config, rounds=args.rounds, inference=args.inference, quiet=not args.show_output)
     print(format_report(report))
     if args.json is not None:
-        tmp = args.json.with_name(args.json.name + ".tmp")
-        try:
-            tmp.write_text(json.dumps(report, indent=2))
-            os.replace(tmp, args.json)  # never a half-written report
-        finally:
-            tmp.unlink(missing_ok=True)
+        with atomic_open(args.json) as out:  # never a half-written report
+            out.write(json.dumps(report, indent=2).encode())
     return 0

@@ -13,10 +13,10 @@ from collections.abc import Callable, Sequence
 from ninlab._runtime.host_allocator import keep_freed_memory
 from ninlab._runtime.library_messages import hide_irrelevant_library_messages
 from ninlab.errors import NinlabError, RunInterrupted
+from ninlab.training import SUBCOMMANDS
 
 __all__ = ["main"]
 
-_LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")  # LightningCLI: ninlab.training.lightning_cli
 # name -> (help, add_arguments(parser), run(args) -> exit code). Each command lives in its own module.
 Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
 
@@ -63,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     hide_irrelevant_library_messages()  # Lightning's advertising tips, torch.onnx's torchvision notes
     try:
         lightning_argv = [arg for arg in argv if arg != "--verbose"]
-        if lightning_argv and lightning_argv[0] in _LIGHTNING_COMMANDS:
+        if lightning_argv and lightning_argv[0] in SUBCOMMANDS:
             from ninlab.training import lightning_cli
 
             return lightning_cli.run(lightning_argv)

@@ -10,7 +10,7 @@ from ninlab.data.digits import load_digits_split
 from ninlab.data.folder import Size, load_folder
 from ninlab.data.imageset import ImageSet
 from ninlab.data.mnist import IDX_DATASETS, load_idx_dataset
-from ninlab.errors import ConfigError
+from ninlab.errors import ConfigError, check_choice
 
 __all__ = ["FOLDER_SPLITS", "SPLITS", "DatasetInfo", "dataset_info", "list_datasets", "load_dataset"]
 
@@ -61,8 +61,7 @@ def list_datasets() -> list[str]:
 
 def dataset_info(name: str) -> DatasetInfo:
     """The :class:`DatasetInfo` of ``name``; an unknown name raises :class:`ConfigError` listing the known ones."""
-    if name not in _INFO:
-        raise ConfigError(f"unknown dataset {name!r}; known datasets: {', '.join(_INFO)}")
+    check_choice(name, _INFO, "dataset")
     return _INFO[name]
 
 
@@ -98,8 +97,7 @@ def load_dataset(
     """
     info = dataset_info(name)
     splits = FOLDER_SPLITS if name == "folder" else SPLITS
-    if split not in splits:
-        raise ConfigError(f"unknown split {split!r} for {name}; use one of {', '.join(splits)}")
+    check_choice(split, splits, f"{name} split")
     if (image_size is not None or channels is not None) and name != "folder":
         raise ConfigError(f"image_size/channels apply to the folder dataset, not {name}; resize in the data module")
     if name in IDX_DATASETS:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 import urllib.error
 from pathlib import Path
 from urllib.request import urlopen
 
 from tqdm import tqdm
 
+from ninlab._runtime.atomic import atomic_open
 from ninlab._runtime.tensor_files import free_bytes
 from ninlab.errors import DataError
 
@@ -24,8 +23,8 @@ MAX_DOWNLOAD_BYTES = 256 << 20
 def download_file(url: str, dest: Path, md5: str, max_bytes: int = MAX_DOWNLOAD_BYTES) -> Path:
     """Download ``url`` to ``dest`` and return ``dest``.
 
-    The bytes go to a temporary file next to ``dest`` and are moved into place with :func:`os.replace` only once
-    their md5 matches, so ``dest`` is either absent or complete and verified. The temporary file is removed on any
+    The bytes are written through :func:`ninlab._runtime.atomic.atomic_open` and replace ``dest`` only once their md5
+    matches, so ``dest`` is either absent or complete and verified. The temporary file is removed on any
     failure, ``KeyboardInterrupt`` included. A server announcing or sending more than ``max_bytes``, or more than
     the disk has room for, is cut off.
 
@@ -33,11 +32,9 @@ def download_file(url: str, dest: Path, md5: str, max_bytes: int = MAX_DOWNLOAD_
         DataError: the download failed, was larger than ``max_bytes`` or the free space, or its md5 is not ``md5``.
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    tmp = Path(tmp_name)
     try:
         digest = hashlib.md5()
-        with os.fdopen(fd, "wb") as out, urlopen(url, timeout=60) as response:
+        with atomic_open(dest) as out, urlopen(url, timeout=60) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
             free = free_bytes(dest.parent)
             limit = min(max_bytes, free) if free is not None else max_bytes
@@ -50,21 +47,16 @@ def download_file(url: str, dest: Path, md5: str, max_bytes: int = MAX_DOWNLOAD_
                     out.write(chunk)
                     digest.update(chunk)
                     bar.update(len(chunk))
-        if digest.hexdigest() != md5:
-            raise DataError(
-                f"{url}: expected md5 {md5}, downloaded a file with md5 {digest.hexdigest()}; "
-                f"the server sent something else, retry later or fetch {dest.name} by hand"
-            )
-        os.replace(tmp, dest)
+            if digest.hexdigest() != md5:  # inside the block: the file is then never moved into place
+                raise DataError(
+                    f"{url}: expected md5 {md5}, downloaded a file with md5 {digest.hexdigest()}; "
+                    f"the server sent something else, retry later or fetch {dest.name} by hand"
+                )
     except (OSError, urllib.error.URLError) as error:
-        tmp.unlink(missing_ok=True)
         raise DataError(
             f"{url}: expected to download {dest.name}, failed with {error}; check the network, "
             f"or put the file in {dest.parent} yourself"
         ) from error
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return dest
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ninlab.errors import ConfigError
+from ninlab.errors import check_choice
 
 __all__ = ["INIT_SCHEMES", "init_weights"]
 
@@ -38,8 +38,7 @@ def init_weights(module: nn.Module, scheme: str) -> None:
     Raises:
         ConfigError: ``scheme`` is not one of :data:`INIT_SCHEMES`.
     """
-    if scheme not in INIT_SCHEMES:
-        raise ConfigError(f"unknown init {scheme!r}; use one of {', '.join(INIT_SCHEMES)}")
+    check_choice(scheme, INIT_SCHEMES, "init")
     if scheme == "default":
         return
     for layer in module.modules():

@@ -14,7 +14,7 @@ from typing import TypedDict, TypeVar
 
 from torch import nn
 
-from ninlab.errors import ConfigError
+from ninlab.errors import ConfigError, check_choice
 
 __all__ = ["ModelKwargs", "create_model", "list_models", "register_model"]
 
@@ -72,8 +72,7 @@ def create_model(name: str, pretrained: str | None = None, **kwargs) -> nn.Modul
         CheckpointError: the shipped weights file fails its sha256 check.
     """
     _load_builtin_models()
-    if name not in _BUILDERS:
-        raise ConfigError(f"unknown model {name!r}; known models: {', '.join(sorted(_BUILDERS))}")
+    check_choice(name, sorted(_BUILDERS), "model")
     builder = _BUILDERS[name]
     accepted = list(inspect.signature(builder).parameters)
     unknown = sorted(set(kwargs) - set(accepted))

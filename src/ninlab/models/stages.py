@@ -1,6 +1,6 @@
 """A NiN as data: the stage specs every variant is written in, and the spatial-size arithmetic they share.
 
-:class:`ninlab.models.nin.NiN` turns a tuple of these specs into layers; the variants in :mod:`ninlab.models.nin`
+:class:`ninlab.models.network.NiN` turns a tuple of these specs into layers; the variants in :mod:`ninlab.models.nin`
 differ only in their tuples.
 """
 

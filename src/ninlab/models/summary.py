@@ -1,6 +1,6 @@
 """Layer-by-layer verification of a NiN: output shape, parameters and multiply-adds of every stage.
 
-This is spec 003's "dimension verification" as a table. Multiply-adds (MACs) are counted by
+This is the d2l NiN document's "dimension verification" as a table. Multiply-adds (MACs) are counted by
 ``torch.utils.flop_counter`` on one image; FLOPs = 2 x MACs.
 """
 

@@ -34,10 +34,12 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from ninlab._runtime.environment import cpu_has_native_bf16
+from ninlab._runtime.library_internals import CheckpointPathHook
 from ninlab._runtime.library_messages import HeldLines
 from ninlab._runtime.tensor_files import free_bytes
 from ninlab.data import ImageDataModule
 from ninlab.errors import CheckpointError, ConfigError, NinlabError, TrainingError
+from ninlab.training import SUBCOMMANDS
 from ninlab.training.callbacks import (
     ClassMapFigure,
     DeadClassMapGuard,
@@ -68,7 +70,6 @@ __all__ = [
     "training_callbacks",
 ]
 
-SUBCOMMANDS = ("fit", "validate", "test", "predict")
 DEFAULT_RECIPE = "fast_fashion_mnist"
 _DEFAULT_ROOT = "runs"
 HELD_LINES = HeldLines()
@@ -101,7 +102,7 @@ def _second_as_list(pair: tuple) -> list[float]:
     return [float(v) for v in pair[1]]
 
 
-class NinlabCLI(LightningCLI):
+class NinlabCLI(CheckpointPathHook, LightningCLI):
     """LightningCLI with ninlab's run directories, data-to-model links, resume and test-after-fit."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -126,7 +127,7 @@ class NinlabCLI(LightningCLI):
         harden_config_parsing()  # before any parser exists: configs and command lines never name code in values
         super().__init__(*args, **kwargs)
 
-    def _parse_ckpt_path(self) -> None:
+    def check_ckpt_path(self) -> None:
         """Read and check ``--ckpt_path`` (``last``: the newest ``last.ckpt`` of this name) before anything is built.
 
         The file is read as plain data (:func:`read_checkpoint`) and its hyperparameters must be plain
@@ -195,7 +196,8 @@ class NinlabCLI(LightningCLI):
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # the default, not a user's plugin
             trainer.strategy.checkpoint_io = SafeCheckpointIO()
         bar = trainer.progress_bar_callback
-        configured = self._get(self.config_init, "trainer", default={}).get("callbacks") or []
+        init = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        configured = (init.get("trainer") or {}).get("callbacks") or []
         configured = configured if isinstance(configured, list) else [configured]  # a config may give just one
         # Lightning's default bar is its RichProgressBar where `rich` is installed, else its TQDMProgressBar; ninlab's
         # bar replaces either (neither shows the running loss or images/s), never one the user configured.

@@ -7,7 +7,6 @@ prediction and export. Train, validation and test share one step; prediction ret
 
 from __future__ import annotations
 
-import inspect
 import math
 from typing import Any
 
@@ -16,11 +15,11 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from torch import nn
 
-from ninlab.errors import CheckpointError, ConfigError
+from ninlab.errors import CheckpointError, ConfigError, check_choice
 from ninlab.models.init import init_weights
 from ninlab.models.registry import ModelKwargs, create_model
 from ninlab.training.metrics import EpochTally
-from ninlab.training.optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_scheduler, check_choice
+from ninlab.training.optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_scheduler
 from ninlab.training.untrusted import check_hyperparameters, plain_data_problem
 
 __all__ = ["SPLITS", "NiNClassifier"]
@@ -115,6 +114,8 @@ class NiNClassifier(LightningModule):
         if class_names is not None and len(class_names) != self.net.num_classes:
             raise ConfigError(f"{len(class_names)} class names for a model with {self.net.num_classes} classes")
         init_weights(self.net, init)
+        self.net_compiled = False
+        """Whether :meth:`configure_model` compiled ``net`` (trainers call it again for every fit, test...)."""
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         # Training counts top-1 only: top-5 adds a top-k of the logits to every step, for a number few read then.
@@ -147,8 +148,9 @@ class NiNClassifier(LightningModule):
         ``nn.Module.compile`` compiles in place, so ``self.net`` keeps its class and its state-dict keys (no
         ``_orig_mod.`` prefix): checkpoints load with or without compilation, and with ``weights_only=True``.
         """
-        if self.hparams.get("compile") and not getattr(self.net, "_compiled_call_impl", None):
+        if self.hparams.get("compile") and not self.net_compiled:
             self.net.compile(mode=self.hparams.get("compile_mode", "default"))
+            self.net_compiled = True
 
     @property
     def num_classes(self) -> int:
@@ -167,15 +169,6 @@ class NiNClassifier(LightningModule):
     def class_names(self) -> list[str]:
         """Class names from the training data, or ``"0"``, ``"1"``... when none were stored."""
         return list(self.hparams.class_names or map(str, range(self.num_classes)))
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        # Lightning sets `_current_fx_name` before and after every hook it calls, ~43 times a training step.
-        # nn.Module's __setattr__ first checks whether the value is a parameter, buffer or submodule (~1.4 us a call
-        # on a 2-core CPU, against ~0.15 us for a plain attribute): ~55 us a step, 0.2% of the default bf16 step.
-        if name == "_current_fx_name":
-            object.__setattr__(self, name, value)
-        else:
-            super().__setattr__(name, value)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (B, num_classes) of a normalised batch (B, C, H, W); mirror-averaged when ``tta_flip`` and eval."""
@@ -292,8 +285,3 @@ class NiNClassifier(LightningModule):
         if scheduler is None:
             return {"optimizer": optimizer}
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-
-# Lightning reads training_step's signature every step (does it take batch_idx?) with inspect.getfullargspec, which
-# rebuilds it from the code object unless the function carries one: ~70 us between two steps' kernels on a 2-core CPU.
-NiNClassifier.training_step.__signature__ = inspect.signature(NiNClassifier.training_step)

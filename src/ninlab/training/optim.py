@@ -13,9 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ninlab.errors import ConfigError
-
-__all__ = ["OPTIMIZERS", "SCHEDULES", "build_optimizer", "build_scheduler", "check_choice", "lr_factor", "param_groups"]
+__all__ = ["OPTIMIZERS", "SCHEDULES", "build_optimizer", "build_scheduler", "lr_factor", "param_groups"]
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
@@ -111,9 +109,3 @@ def build_scheduler(
                          milestones=milestones, gamma=gamma, min_factor=min_lr_ratio)  # fmt: skip
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def check_choice(value: str, choices: Sequence[str], option: str) -> None:
-    """Raise :class:`ConfigError` unless ``value`` is one of ``choices``."""
-    if value not in choices:
-        raise ConfigError(f"unknown {option} {value!r}; use one of {', '.join(choices)}")

@@ -8,6 +8,7 @@ torn PNG.
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -36,15 +37,15 @@ MAP_CMAP = "RdBu_r"
 CURVE_KEYS = ("train/loss", "val/loss", "train/acc", "val/acc")
 
 
-def epoch_metrics(metrics_csv: str | Path) -> dict[int, dict[str, float]]:
-    """Read a Lightning CSVLogger ``metrics.csv`` into ``{epoch: {key: value}}`` for the keys of the curves."""
+def epoch_metrics(metrics_csv: str | Path, keys: Sequence[str] = CURVE_KEYS) -> dict[int, dict[str, float]]:
+    """Read a Lightning CSVLogger ``metrics.csv`` into ``{epoch: {key: value}}`` for ``keys`` (those of the curves)."""
     epochs: dict[int, dict[str, float]] = {}
     with open(metrics_csv, newline="") as file:
         for row in csv.DictReader(file):
             if not row.get("epoch"):
                 continue
             values = epochs.setdefault(int(float(row["epoch"])), {})
-            values.update({key: float(row[key]) for key in CURVE_KEYS if row.get(key)})
+            values.update({key: float(row[key]) for key in keys if row.get(key)})
     return epochs
 
 

@@ -34,9 +34,9 @@ from pathlib import Path
 from types import FrameType, TracebackType
 
 from lightning.pytorch import Trainer
-from lightning.pytorch.trainer.connectors.signal_connector import _SignalConnector
 from lightning.pytorch.utilities import rank_zero_only
 
+from ninlab._runtime.library_internals import forward_sigterm_without_collective
 from ninlab.errors import RunInterrupted
 
 __all__ = ["STOP_ENDINGS", "StopSignals", "resume_command", "use_lightning_sigterm_handling"]
@@ -138,24 +138,13 @@ def resume_command(argv: Sequence[str], checkpoint: Path) -> str:
     return shlex.join(["ninlab", *args, "--ckpt_path", str(checkpoint)])
 
 
-class _SignalConnectorWithoutCollective(_SignalConnector):
-    """Lightning's signal connector without the broadcast its SIGTERM handler makes.
-
-    A Python signal handler runs between two bytecodes of whatever the main thread was doing: one DDP process broadcast
-    from inside a backward pass while another did so inside a gradient or guard reduction, and each waited for the
-    other forever (seen on 2 CPU processes). The broadcast is not needed: the training loop broadcasts global rank
-    0's flag before every batch, so every process stops at the same one. Everything else is Lightning's.
-    """
-
-    def _sigterm_notifier_fn(self, signum: int, _: FrameType | None) -> None:
-        if not self.received_sigterm:
-            launcher = self.trainer.strategy.launcher
-            if launcher is not None:
-                launcher.kill(signum)  # DDP's extra processes started by this one
-        self.received_sigterm = True
-
-
 def use_lightning_sigterm_handling(trainer: Trainer) -> None:
-    """Give ``trainer`` Lightning's SIGTERM handling without the collective in its signal handler (see above)."""
-    if type(trainer._signal_connector) is _SignalConnector:
-        trainer._signal_connector = _SignalConnectorWithoutCollective(trainer)
+    """Give ``trainer`` Lightning's SIGTERM handling without the collective in its signal handler.
+
+    A Python signal handler runs between two bytecodes of whatever the main thread was doing: one DDP process
+    broadcast from inside a backward pass while another did so inside a gradient or guard reduction, and each waited
+    for the other forever (seen on 2 CPU processes). The broadcast is not needed: the training loop broadcasts global
+    rank 0's flag before every batch, so every process stops at the same one. Everything else is Lightning's
+    (:func:`ninlab._runtime.library_internals.forward_sigterm_without_collective`).
+    """
+    forward_sigterm_without_collective(trainer)

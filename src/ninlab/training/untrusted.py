@@ -28,8 +28,9 @@ import typing
 from typing import Any
 
 import yaml
-from jsonargparse import _loaders_dumpers, set_parsing_settings
+from jsonargparse import set_parsing_settings
 
+from ninlab._runtime.library_internals import replace_yaml_loader, yaml_loader
 from ninlab.errors import CheckpointError
 
 __all__ = [
@@ -242,8 +243,6 @@ def harden_config_parsing() -> None:
     """Make jsonargparse keep ``class_path`` values of ``Any`` types as data, enforce its import denylist and bound
     YAML aliases (process-wide settings; calling again changes nothing)."""
     set_parsing_settings(instantiate_subclass_spec_in_any=False, import_path_denylist=[])
-    # Every YAML jsonargparse reads (config files, command-line values, strings inside configs that it parses
-    # again) goes through the one loader class below; its public set_loader() would reach only the first two.
-    base = _loaders_dumpers.get_yaml_default_loader()
+    base = yaml_loader()
     if not base.__name__.startswith("Bounded"):
-        _loaders_dumpers.yaml_default_loader = _bounded_loader(base)
+        replace_yaml_loader(_bounded_loader(base))

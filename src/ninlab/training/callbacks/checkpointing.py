@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import os
 import warnings
+from datetime import timedelta
 from typing import Any
 
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
+
+from ninlab._runtime.library_internals import save_last_checkpoint
 
 __all__ = ["RunCheckpoint"]
 
@@ -27,7 +30,22 @@ class RunCheckpoint(ModelCheckpoint):
     Best checkpoints of the earlier run are never deleted from its directory (Lightning only removes files inside
     its own ``dirpath``). A best checkpoint that no longer exists (a run killed between writing a new best and
     ``last.ckpt`` deletes the previous best) is dropped, so the re-run epoch takes its place, as it did before.
+    Takes ``ModelCheckpoint``'s arguments.
     """
+
+    def __init__(
+        self,
+        *args: Any,
+        every_n_train_steps: int | None = None,
+        train_time_interval: timedelta | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, every_n_train_steps=every_n_train_steps, train_time_interval=train_time_interval,
+                         **kwargs)  # fmt: skip
+        # Recorded here, so on_train_batch_end reads ninlab's own values rather than ModelCheckpoint's private ones.
+        self.saves_during_epochs = (
+            bool(every_n_train_steps and every_n_train_steps > 0) or train_time_interval is not None
+        )
 
     @property
     def state_key(self) -> str:
@@ -47,7 +65,7 @@ class RunCheckpoint(ModelCheckpoint):
 
         Without either, Lightning's check does nothing, after ~20 us of trainer and clock queries a step.
         """
-        if self._every_n_train_steps < 1 and self._train_time_interval is None:
+        if not self.saves_during_epochs:
             return
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
@@ -55,10 +73,7 @@ class RunCheckpoint(ModelCheckpoint):
         """Save the top-k checkpoint if the epoch improved, and ``last.ckpt`` in any case."""
         super().on_train_epoch_end(trainer, pl_module)
         # The parent saved nothing when the epoch was not in the top k (then the step differs from the last saved).
-        if not self.save_last or self._should_skip_saving_checkpoint(trainer):
-            return
-        if self._should_save_on_train_epoch_end(trainer):
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        save_last_checkpoint(self, trainer)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore the best scores and paths even when the checkpoint was written into another run directory."""

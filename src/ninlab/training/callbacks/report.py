@@ -19,19 +19,11 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from ninlab._runtime.atomic import atomic_open
-from ninlab._runtime.environment import machine_info, versions
+from ninlab._runtime.environment import environment_report
 from ninlab.training.callbacks.throughput import ThroughputMeter
 from ninlab.training.plots import epoch_metrics, plot_confusion_matrix, plot_curves
 
-__all__ = ["RunReport", "environment"]
-
-
-def environment(trainer: Trainer | None = None) -> dict[str, Any]:
-    """The versions and the machine (:mod:`ninlab._runtime.environment`), plus the trainer's accelerator."""
-    machine = machine_info()
-    if trainer is not None:
-        machine["accelerator"] = type(trainer.accelerator).__name__
-    return {"versions": versions(), "machine": machine}
+__all__ = ["RunReport"]
 
 
 def _job_rate(trainer: Trainer, pl_module: LightningModule, rate: float | None) -> float | None:
@@ -71,7 +63,7 @@ class RunReport(Callback):
         summary.update({"model": hp.get("model"), "model_kwargs": hp.get("model_kwargs"),
                         "params": sum(p.numel() for p in pl_module.parameters())})  # fmt: skip
         summary.update(values)
-        summary.update(environment(trainer))
+        summary.update(environment_report(type(trainer.accelerator).__name__))
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_open(path) as file:  # a run killed while writing keeps its previous summary, never a torn one
             file.write((json.dumps(summary, indent=2) + "\n").encode())
