@@ -73,7 +73,18 @@ def _signal_connector_class() -> type:
                     launcher.kill(signum)  # DDP's extra processes started by this one
             self.received_sigterm = True
 
+    # Found again by pickle (ddp_spawn sends the trainer to its processes) under this module's __getattr__ below.
+    SignalConnectorWithoutCollective.__module__ = __name__
+    SignalConnectorWithoutCollective.__qualname__ = "SignalConnectorWithoutCollective"
     return SignalConnectorWithoutCollective
+
+
+def __getattr__(name: str) -> Any:
+    # The class is made on first use (importing Lightning here would slow every `ninlab` command); a process that
+    # unpickles a trainer (ddp_spawn's) finds it by name through this module-level __getattr__ (PEP 562).
+    if name == "SignalConnectorWithoutCollective":
+        return _signal_connector_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def forward_sigterm_without_collective(trainer: Any) -> None:
