@@ -1,8 +1,8 @@
 """Image-folder decode time: every image of a folder dataset decoded in this process vs by one worker per core.
 
 Usage: ``PYTHONPATH=src python scripts/folder_decode_bench.py DIR [--repeats 3] [--json out.json]`` where DIR holds
-``train/`` and/or ``test/`` class folders (e.g. the CIFAR-10 JPEG copy unpacked: ``tar xzf
-../shared/data/cifar10-jpeg/cifar10-jpeg.tar.gz -C /tmp`` then ``DIR=/tmp/cifar10``). Times the listing, the
+``train/`` and/or ``test/`` class folders (e.g. a JPEG copy of CIFAR-10 in class folders unpacked to
+``/tmp/cifar10``). Times the listing, the
 header pass that picks the size, and the decode of all splits, serial (``workers=1``) and parallel (one worker per
 usable core), and checks that both decodes are identical byte for byte. Prints the machine's load average with the
 figures: on a shared machine they move with it.

@@ -7,7 +7,7 @@ images/s and fit wall time (ninlab's summary.json and metrics.csv), the dead-map
 the last checkpoint the class maps that are zero on every test image (only a ReLU'd map can be) and the classes
 never predicted on the test split. The fixed runs go first, alternating with the as-written ones.
 
-    python scripts/gpu_d2l_seeds.py --root ../shared/data/fashion-mnist            # 6 runs, ~6 min on one H100
+    python scripts/gpu_d2l_seeds.py --root /path/to/fashion-mnist                  # 6 runs, ~6 min on one H100
     python scripts/gpu_d2l_seeds.py --recipes gpu_fashion_mnist_fixed --seeds 2    # one more run
 
 The target of the fixed recipe: >= 87.4% mean test accuracy over the 3 seeds, every seed >= 86%, no dead class map.

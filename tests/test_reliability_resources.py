@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -230,3 +231,26 @@ def test_unwritable_cache_warns_once_and_training_goes_on(options, tmpfs, tmp_pa
     assert warnings and all(w.startswith("ninlab: warning: decoded fashion-mnist/") for w in warnings), warnings
     assert all("\n" not in w and str(cache) in w for w in warnings), warnings
     assert list((tmp_path / "runs").rglob("last.ckpt")), "training went on without the cache"
+
+
+def test_address_space_limit_refuses_an_in_memory_decode_with_the_pack_pointer():
+    # `ulimit -v` (RLIMIT_AS) is how schedulers cap a job: the in-memory path must see it before allocating.
+    code = """
+import resource, sys
+from pathlib import Path
+from ninlab._runtime.memory import available_memory
+from ninlab.data.decode import decode_images
+from ninlab.errors import DataError
+mapped = int(Path("/proc/self/statm").read_text().split()[0]) * resource.getpagesize()
+resource.setrlimit(resource.RLIMIT_AS, (mapped + 300 * 2**20, resource.RLIM_INFINITY))
+assert available_memory() <= 300 * 2**20
+try:
+    decode_images([Path("x.png")] * 20_000, 3, (128, 128))  # ~1 GB decoded: more than the limit leaves
+except DataError as error:
+    print(error)
+    sys.exit(0)
+sys.exit(1)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "needs 983 MB of memory" in done.stdout and "ninlab pack" in done.stdout

@@ -1,4 +1,5 @@
-"""How much memory this process can still allocate: the kernel's estimate, capped by the container's limit.
+"""How much memory this process can still allocate: the kernel's estimate, capped by the container's limit and
+the address-space limit (``ulimit -v``).
 
 Used to refuse, with one line, a decode or a batch that cannot fit, instead of failing in the allocator with a
 traceback. No dependency reads both sources (psutil, which ninlab does not depend on, ignores cgroup limits), so
@@ -41,7 +42,24 @@ def available_memory() -> int | None:
             break
         except (OSError, ValueError):
             continue
+    address_space = _address_space_left()
+    if address_space is not None:
+        found.append(address_space)
     return min(found) if found else None
+
+
+def _address_space_left() -> int | None:
+    # `ulimit -v` (RLIMIT_AS), as schedulers and shared machines set it: what this process may still map.
+    try:
+        import resource
+
+        limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if limit == resource.RLIM_INFINITY:
+            return None
+        mapped = int(Path("/proc/self/statm").read_text().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (ImportError, OSError, ValueError, IndexError):
+        return None
+    return max(0, limit - mapped)
 
 
 def device_memory(device: torch.device) -> int | None:

@@ -128,9 +128,10 @@ def run_ninlab(config: BenchConfig, workdir: str, turns: Turns | None = None) ->
 
 
 class _PerSampleDataset(Dataset):
-    """Spec 000's data path, one image at a time, as torchvision's datasets and transforms run it.
+    """The Lightning NiN document's data path, one image at a time, as torchvision's datasets and transforms run it.
 
-    Spec 000 reads CIFAR-10 with ``torchvision.datasets.CIFAR10(transform=Compose([ToTensor(), Normalize(...)]))``.
+    The Lightning NiN document reads CIFAR-10 with
+    ``torchvision.datasets.CIFAR10(transform=Compose([ToTensor(), Normalize(...)]))``.
     Its ``__getitem__`` turns the stored uint8 array into a PIL image; ``ToTensor`` copies the image back into a
     uint8 tensor, moves channels first and scales to float in [0, 1]; ``Normalize`` subtracts the mean and divides by
     the std on a copy. torchvision cannot be imported next to ninlab's CPU torch, so those steps are written out here,

@@ -30,8 +30,8 @@ def init_weights(module: nn.Module, scheme: str) -> None:
     """Re-initialise the weights of every conv and linear layer of ``module`` in place with ``scheme``.
 
     ``"default"`` keeps PyTorch's own initialisation (Kaiming-uniform with a = sqrt(5)); norm layers are never
-    touched. ``"xavier"`` re-draws the weights only and keeps PyTorch's default biases, as d2l's ``train_ch6`` (spec
-    003's training loop) does; ``"xavier_zero_bias"`` re-draws them the same way and zeroes the biases (Keras'
+    touched. ``"xavier"`` re-draws the weights only and keeps PyTorch's default biases, as d2l's ``train_ch6`` (the d2l
+    NiN document's training loop) does; ``"xavier_zero_bias"`` re-draws them the same way and zeroes the biases (Keras'
     glorot_uniform/zeros and MXNet's Xavier, d2l's other two frameworks); ``"gaussian"`` and ``"kaiming"`` set
     the biases to zero.
 

@@ -43,7 +43,7 @@ class NiN(nn.Module):
         num_classes: Number of classes (logits).
         act_layer: Activation after every conv (class or name: relu, gelu, silu, elu).
         norm_layer: Norm after every conv of the blocks that allow one (class or name: batchnorm, none).
-        drop_rate: Overrides the dropout probability of every dropout stage (None keeps the spec's).
+        drop_rate: Overrides the dropout probability of every dropout stage (None keeps the stage spec's).
         final_act: Whether the last block ends in an activation. The papers apply a ReLU to the class maps;
             turning it off avoids the "dead class map" failure (loss stuck at ln(num_classes)).
         linear_head: Width of a linear layer after global pooling (None = no dense layer, the NiN way).
