@@ -8,7 +8,7 @@
 
 from ninlab.data.catalog import SPLITS, DatasetInfo, dataset_info, list_datasets, load_dataset
 from ninlab.data.datamodule import ImageDataModule
-from ninlab.data.folder import load_images
+from ninlab.data.images import load_images
 from ninlab.data.imageset import ImageSet
 from ninlab.data.locate import cache_dir
 

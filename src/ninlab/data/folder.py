@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 
 from ninlab.data.cache import load_or_build
-from ninlab.data.decode import IMAGE_SUFFIXES, decode_image, decode_images, map_chunks, probe_image
+from ninlab.data.decode import IMAGE_SUFFIXES, decode_images, map_chunks, probe_image
 from ninlab.data.imageset import ImageSet
 from ninlab.errors import DataError, DataNotFoundError
 
@@ -34,12 +33,10 @@ __all__ = [
     "VAL_FOLDERS",
     "check_classes",
     "class_name",
-    "find_images",
     "find_splits",
+    "image_files",
     "list_images",
     "load_folder",
-    "load_images",
-    "load_images_unresized",
     "most_common_shape",
     "printable",
     "split_images",
@@ -99,7 +96,7 @@ def list_images(folder: str | os.PathLike) -> tuple[list[Path], list[int], list[
     labels: list[int] = []
     top = folder.stat()
     for label, class_dir in enumerate(class_dirs):
-        found = _image_files(class_dir, {(top.st_dev, top.st_ino): folder})
+        found = image_files(class_dir, {(top.st_dev, top.st_ino): folder})
         if not found:
             hidden = sorted(p.name for p in class_dir.iterdir() if _skipped(p.name))
             holds = f"only skipped files ({', '.join(hidden[:3])})" if hidden else "nothing"
@@ -138,7 +135,7 @@ def _visible(folder: Path) -> list[os.DirEntry]:
         return sorted((entry for entry in entries if not _skipped(entry.name)), key=lambda entry: entry.name)
 
 
-def _image_files(folder: Path, ancestors: dict[tuple[int, int], Path]) -> list[Path]:
+def image_files(folder: Path, ancestors: dict[tuple[int, int], Path]) -> list[Path]:
     """Image files under ``folder``, recursively; ``ancestors`` are the folders above it, to catch link loops."""
     stat = folder.stat()
     key = (stat.st_dev, stat.st_ino)
@@ -150,7 +147,7 @@ def _image_files(folder: Path, ancestors: dict[tuple[int, int], Path]) -> list[P
     for entry in _visible(folder):
         path = Path(entry.path)
         if entry.is_dir():
-            files += _image_files(path, ancestors)
+            files += image_files(path, ancestors)
         elif not entry.is_file():  # listed but no file: a dangling link, a link to itself, a socket...
             found = "a dangling link" if entry.is_symlink() else "no regular file"
             raise DataError(f"{path}: expected a readable image, found {found}; fix or remove it")
@@ -241,66 +238,3 @@ def most_common_shape(files: list[Path]) -> tuple[tuple[int, int], int]:
 
 def _probe_chunk(paths: list[Path]) -> list[tuple[int, int, int]]:
     return [probe_image(path) for path in paths]
-
-
-def load_images(
-    paths: Iterable[str | os.PathLike], image_size: Size | None = None, channels: int | None = None
-) -> tuple[torch.Tensor, list[Path]]:
-    """Load unlabelled images for prediction: image files and folders (searched recursively, in sorted order).
-
-    Each file is decoded by :func:`ninlab.data.decode.decode_image`, as in training.
-
-    Args:
-        paths: Image files and/or folders of images.
-        image_size: Side (or ``(height, width)``) to resize to; pass the model's input size (``None``: the most
-            common size among the files).
-        channels: 1 or 3; pass the model's channel count (``None``: the most common).
-
-    Returns:
-        A uint8 ``N x C x H x W`` tensor and the file of each image, in the same order.
-
-    Raises:
-        DataNotFoundError: a path does not exist, or no image was found.
-        DataError: an empty, unreadable or non-image file.
-    """
-    files = find_images(paths)
-    if image_size is None or channels is None:
-        common_size, common_channels = most_common_shape(files)
-        image_size, channels = image_size or common_size, channels or common_channels
-    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-    return decode_images(files, channels, size), files
-
-
-def load_images_unresized(paths: Iterable[str | os.PathLike], channels: int) -> tuple[list[torch.Tensor], list[Path]]:
-    """Load unlabelled images for prediction as :func:`load_images` does, but each at its own size.
-
-    For paths that resize on the tensors (:func:`ninlab.data.transforms.prepare_images`, as training batches are),
-    so an image never depends on the other images of the call.
-
-    Returns:
-        One uint8 ``1 x C x H x W`` tensor per file, and the files, in the same order.
-    """
-    files = find_images(paths)
-    images = [torch.from_numpy(decode_image(path, channels, probe_image(path)[:2]))[None] for path in files]
-    return images, files
-
-
-def find_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
-    """The image files among ``paths``: files as given, folders searched recursively in sorted order.
-
-    Raises:
-        DataNotFoundError: a path does not exist, or no image was found.
-        DataError: a non-image or unreadable file inside a folder.
-    """
-    paths = [Path(path) for path in paths]
-    files: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            files += _image_files(path, {})
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise DataNotFoundError(f"{path}: expected an image file or a folder of images, found nothing there")
-    if not files:
-        raise DataNotFoundError(f"{', '.join(map(str, paths))}: expected image files, found none")
-    return files

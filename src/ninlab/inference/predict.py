@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from ninlab.data.folder import load_images_unresized
+from ninlab.data.images import load_images_unresized
 from ninlab.data.transforms import prepare_images
 from ninlab.training.module import NiNClassifier
 
