@@ -51,6 +51,19 @@ def idx_bytes(array: np.ndarray) -> bytes:
     return struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
 
 
+def write_learnable_idx(folder: Path, n_train: int = 96, n_test: int = 40, seed: int = 0) -> None:
+    """Official-format Fashion-MNIST files with learnable images: class k is a bright horizontal band at row 2k + 4."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        images = rng.integers(0, 60, (n, 28, 28), dtype=np.uint8)
+        for i, label in enumerate(labels):
+            images[i, 2 * label + 4 : 2 * label + 7] = 255
+        for kind, array in (("images", images), ("labels", labels)):
+            (folder / f"{prefix}-{kind}-idx{array.ndim}-ubyte.gz").write_bytes(gzip.compress(idx_bytes(array)))
+
+
 @pytest.fixture
 def write_mnist():
     """Write a small MNIST-style split (official names by default) and return the images and labels written."""

@@ -46,10 +46,10 @@ def file_handler(marker: Path) -> dict:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> dict[str, Path]:
     """A one-epoch tiny ``ninlab fit`` (nin_fast 8-8-16) on generated Fashion-MNIST: its data, checkpoint and config."""
-    from test_train_cli import _write_idx
+    from conftest import write_learnable_idx
 
     base = tmp_path_factory.mktemp("trained")
-    _write_idx(base / "data" / "fashion-mnist", n_train=48, n_test=16)
+    write_learnable_idx(base / "data" / "fashion-mnist", n_train=48, n_test=16)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("NINLAB_DATA", str(base / "cache"))
         argv = ["fit", "--data.root", str(base / "data"), "--data.val_size", "8", "--data.batch_size", "8",

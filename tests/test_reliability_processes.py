@@ -8,7 +8,6 @@ the run at an exact batch (``os.kill``), so the resumed run can be compared bit 
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import shlex
@@ -18,28 +17,17 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
-from conftest import idx_bytes
+from conftest import write_learnable_idx
 
 ROOT = Path(__file__).resolve().parents[1]
 METRICS = ("val_acc", "val_loss", "test_acc", "test_loss", "epochs", "steps")
 
 
 def _write_fashion_mnist(root: Path, n_train: int, n_test: int) -> Path:
-    """Fashion-MNIST-format files with learnable images (class k: a bright band at row 2k + 4)."""
-    folder = root / "fashion-mnist"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        labels = (np.arange(n) % 10).astype(np.uint8)
-        images = rng.integers(0, 60, (n, 28, 28), dtype=np.uint8)
-        for i, label in enumerate(labels):
-            images[i, 2 * label + 4 : 2 * label + 7] = 255
-        for kind, array in (("images", images), ("labels", labels)):
-            (folder / f"{prefix}-{kind}-idx{array.ndim}-ubyte.gz").write_bytes(gzip.compress(idx_bytes(array)))
+    write_learnable_idx(root / "fashion-mnist", n_train, n_test)
     return root
 
 

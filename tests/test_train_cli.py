@@ -1,12 +1,10 @@
 """``ninlab fit|test|export|predict-images`` end to end: recipes, run directories, resume, ONNX, prediction, errors."""
 
 import csv
-import gzip
 import json
 import logging
 import os
 import pickle
-import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +18,7 @@ from lightning.pytorch.profilers import SimpleProfiler
 from lightning.pytorch.trainer.connectors import callback_connector
 from PIL import Image
 
+from conftest import write_learnable_idx
 from ninlab.cli import main
 from ninlab.errors import CheckpointError, TrainingError
 from ninlab.inference.export import export_onnx
@@ -31,21 +30,6 @@ from ninlab.training.profiler import NullProfiler
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted(p.stem for p in (ROOT / "configs").glob("*.yaml"))
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
-
-
-def _write_idx(folder: Path, n_train: int = 96, n_test: int = 40, seed: int = 0) -> None:
-    """Official-format Fashion-MNIST files with learnable images: class k is a bright horizontal band at row 2k."""
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True)
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        labels = (np.arange(n) % 10).astype(np.uint8)
-        images = rng.integers(0, 60, (n, 28, 28), dtype=np.uint8)
-        for i, label in enumerate(labels):
-            images[i, 2 * label + 4 : 2 * label + 7] = 255
-        for kind, array in (("images", images), ("labels", labels)):
-            header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-            name = f"{prefix}-{kind}-idx{array.ndim}-ubyte.gz"
-            (folder / name).write_bytes(gzip.compress(header + array.tobytes()))
 
 
 def _write_cifar(folder: Path, per_batch: int = 8, seed: int = 0) -> None:
@@ -63,8 +47,8 @@ def _write_cifar(folder: Path, per_batch: int = 8, seed: int = 0) -> None:
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("data")
-    _write_idx(root / "fashion-mnist")
-    _write_idx(root / "mnist")  # the same official file names
+    write_learnable_idx(root / "fashion-mnist")
+    write_learnable_idx(root / "mnist")  # the same official file names
     _write_cifar(root / "cifar-10-batches-py")
     return root
 
@@ -359,7 +343,7 @@ def test_fit_that_would_train_nothing_is_refused_before_anything_runs(flag, valu
 
 def test_empty_test_split_is_refused_before_training_with_one_line(tmp_path):
     """Run as a user does (a subprocess, Lightning's own log handler): the error is the only line on stderr."""
-    _write_idx(tmp_path / "data" / "fashion-mnist", n_test=0)
+    write_learnable_idx(tmp_path / "data" / "fashion-mnist", n_test=0)
     args = ["fit", "--data.root", str(tmp_path / "data"), "--data.val_size", "16", "--data.batch_size", "16",
             "--trainer.default_root_dir", str(tmp_path / "runs"), "--trainer.max_epochs", "1"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "NINLAB_DATA": str(tmp_path / "cache")}
