@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ninlab.cli.model_source import add_pretrained_option, model_and_images
+from ninlab.cli.model_source import add_model_and_images_arguments, model_and_images
 from ninlab.errors import ConfigError
 from ninlab.inference.class_maps import explain_files
 
@@ -13,11 +13,7 @@ __all__ = ["add_arguments", "run"]
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``ninlab explain``."""
-    parser.add_argument("inputs", nargs="+", metavar="PATH", help="a .ckpt written by ninlab fit "
-                        "(omitted with --pretrained), then image files and/or folders of images (searched "
-                        "recursively)")  # fmt: skip
-    add_pretrained_option(parser)
-    parser.usage = "ninlab explain CKPT IMAGE_OR_FOLDER... | --pretrained NAME IMAGE_OR_FOLDER... [options]"
+    add_model_and_images_arguments(parser, "explain")
     parser.add_argument("-o", "--output", default="class_maps", help="folder for the figures (default class_maps)")
     parser.add_argument("-k", "--top-k", type=int, default=3, help="classes whose maps each figure shows (default 3)")
     parser.add_argument("--grid", action="store_true", help="also write grid.png: images x classes, like the NiN "

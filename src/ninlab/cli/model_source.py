@@ -8,13 +8,22 @@ from ninlab.errors import ConfigError
 from ninlab.inference.loading import load_classifier, load_pretrained_classifier
 from ninlab.training.module import NiNClassifier
 
-__all__ = ["add_pretrained_option", "model_and_images"]
+__all__ = ["add_model_and_images_arguments", "add_pretrained_option", "model_and_images"]
 
 
 def add_pretrained_option(parser: argparse.ArgumentParser) -> None:
     """``--pretrained NAME``: use weights shipped with ninlab instead of a checkpoint (``ninlab models`` lists them)."""
     parser.add_argument("--pretrained", metavar="NAME", help="use weights shipped with ninlab instead of a checkpoint "
                         "(fashion-mnist, mnist; see `ninlab models`)")  # fmt: skip
+
+
+def add_model_and_images_arguments(parser: argparse.ArgumentParser, command: str, checkpoint_note: str = "") -> None:
+    """``CKPT IMAGE_OR_FOLDER...`` or ``--pretrained NAME IMAGE_OR_FOLDER...``, read by :func:`model_and_images`."""
+    parser.add_argument("inputs", nargs="+", metavar="PATH", help=f"a .ckpt written by ninlab fit ({checkpoint_note}"
+                        "omitted with --pretrained), then image files and/or folders of images (searched "
+                        "recursively)")  # fmt: skip
+    add_pretrained_option(parser)
+    parser.usage = f"ninlab {command} CKPT IMAGE_OR_FOLDER... | --pretrained NAME IMAGE_OR_FOLDER... [options]"
 
 
 def model_and_images(args: argparse.Namespace) -> tuple[NiNClassifier, list[str]]:

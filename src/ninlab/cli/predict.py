@@ -7,7 +7,7 @@ import csv
 import json
 import sys
 
-from ninlab.cli.model_source import add_pretrained_option, model_and_images
+from ninlab.cli.model_source import add_model_and_images_arguments, model_and_images
 from ninlab.data.folder import printable
 from ninlab.errors import ConfigError
 from ninlab.inference.predict import Prediction, predict_files
@@ -37,11 +37,7 @@ def _write(predictions: list[Prediction], fmt: str, out) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``ninlab predict-images``."""
-    parser.add_argument("inputs", nargs="+", metavar="PATH", help="a .ckpt written by ninlab fit (class "
-                        "names are stored in it; omitted with --pretrained), then image files and/or folders of "
-                        "images (searched recursively)")  # fmt: skip
-    add_pretrained_option(parser)
-    parser.usage = "ninlab predict-images CKPT IMAGE_OR_FOLDER... | --pretrained NAME IMAGE_OR_FOLDER... [options]"
+    add_model_and_images_arguments(parser, "predict-images", "class names are stored in it; ")
     parser.add_argument("-k", "--top-k", type=int, default=3, help="classes to show per image (default 3)")
     parser.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output format")
     parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
