@@ -44,7 +44,7 @@ from ninlab.bench.rates import training_flops_per_image
 from ninlab.data import ImageDataModule
 from ninlab.data.sampler import ShardedBatchSampler
 from ninlab.errors import ConfigError
-from ninlab.training.lightning_cli import HELD_LINES, RUN_DIR_ENV, NinlabCLI, recipe_path, training_callbacks
+from ninlab.training.lightning_cli import RUN_DIR_ENV, NinlabCLI, recipe_path, training_callbacks
 from ninlab.training.module import NiNClassifier
 
 __all__ = ["PIPELINES", "PRECISIONS", "BenchConfig", "PipelineResult", "recipe_cli", "run_pipeline", "scratch_dir"]
@@ -227,16 +227,14 @@ default process."""
 def scratch_dir() -> Iterator[str]:
     """A temporary directory for the runs the recipe's CLI creates, forgotten (and deleted) afterwards.
 
-    The CLI is built here without :func:`ninlab.training.lightning_cli.run`, which would drop the Lightning lines a
-    trainer that never fits leaves held (the bare loop's): dropped here, or they swallow every later info line of the
-    process.
+    The CLI is built here without :func:`ninlab.training.lightning_cli.run`, so Lightning's lines are never held
+    (only ``run`` holds them) and nothing is left to release.
     """
     with tempfile.TemporaryDirectory(prefix="ninlab-bench-") as workdir:
         try:
             yield workdir
         finally:
             os.environ.pop(RUN_DIR_ENV, None)
-            HELD_LINES.discard()
 
 
 def run_pipeline(name: str, config: BenchConfig, turns: Turns | None = None) -> PipelineResult:
