@@ -12,7 +12,7 @@ import torch
 
 from ninlab._runtime.host_allocator import runs_on_glibc
 from ninlab.bench.clock import window_rates
-from ninlab.bench.training import _PerSampleDataset
+from ninlab.bench.training import PerSampleDataset
 from ninlab.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,7 +53,7 @@ def test_seed_style_dataset_normalises_through_pil(channels):
     """Pipeline A's per-sample path (PIL image, ToTensor, Normalize) gives each image's normalised CHW float tensor."""
     images = torch.randint(0, 256, (4, channels, 9, 7), dtype=torch.uint8)
     mean, std = torch.linspace(0.2, 0.5, channels), torch.linspace(0.3, 0.2, channels)
-    dataset = _PerSampleDataset(images, torch.tensor([3, 1, 4, 1]), mean, std)
+    dataset = PerSampleDataset(images, torch.tensor([3, 1, 4, 1]), mean, std)
     image, label = dataset[2]
     expected = (images[2].float() / 255 - mean.view(-1, 1, 1)) / std.view(-1, 1, 1)
     assert image.dtype == torch.float32 and image.shape == (channels, 9, 7) and label == 4

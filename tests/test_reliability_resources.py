@@ -1,6 +1,7 @@
 """Exhausted disks through the command line: real full and read-only file systems, quotas, short writes.
 
-Disks are real tmpfs mounts (skipped where mounting is not allowed). Memory bombs and non-finite checkpoints are in
+Disks are real tmpfs mounts (skipped where mounting is not allowed); memory limits are real `ulimit -v` caps and
+cgroups (fake cgroup trees, and a real cgroup v1 where one can be made). Memory bombs and non-finite checkpoints are in
 ``test_reliability_bombs.py``.
 """
 
@@ -24,6 +25,7 @@ from lightning.pytorch import Callback
 
 from conftest import idx_bytes
 from ninlab._runtime import tensor_files
+from ninlab._runtime.memory import CGROUP_ROOT, cgroup_memory_left
 from ninlab.cli import main
 from ninlab.training.checkpoint_io import read_checkpoint
 
@@ -252,5 +254,88 @@ except DataError as error:
 sys.exit(1)
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "needs 983 MB of memory" in done.stdout and "ninlab pack" in done.stdout
+
+
+def _cgroup_files(directory: Path, **files: str) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (directory / name.replace("_", ".", 1)).write_text(text)
+
+
+def test_cgroup_v1_limit_is_the_processs_own_hierarchical_one_less_used_memory(tmp_path):
+    own = tmp_path / "memory" / "jobs" / "42"
+    _cgroup_files(
+        own,
+        memory_limit_in_bytes=str(2**63 - 4096),
+        memory_usage_in_bytes=str(700 * 2**20),
+        memory_stat=f"cache 1\nhierarchical_memory_limit {1024 * 2**20}\ntotal_inactive_file {200 * 2**20}\n",
+    )
+    _cgroup_files(
+        tmp_path / "memory",
+        memory_limit_in_bytes=str(2**63 - 4096),
+        memory_usage_in_bytes="0",
+        memory_stat=f"hierarchical_memory_limit {2**63 - 4096}\n",
+    )
+    membership = "4:memory:/jobs/42\n1:cpu:/\n0::/\n"
+    # 1024 MB limit (set on an ancestor, seen through hierarchical_memory_limit), 700 MB used of which 200 MB is
+    # reclaimable page cache: 524 MB left.
+    assert cgroup_memory_left(tmp_path, membership) == 524 * 2**20
+    # Inside a cgroup namespace the process's path is not under the mount: the mount's own files are its cgroup's.
+    assert cgroup_memory_left(tmp_path, "4:memory:/elsewhere/7\n") is None
+
+
+def test_cgroup_v2_limit_is_the_tightest_of_the_cgroup_and_its_ancestors(tmp_path):
+    _cgroup_files(
+        tmp_path / "slurm", memory_max=str(800 * 2**20), memory_current=str(100 * 2**20), memory_stat="anon 1\n"
+    )
+    _cgroup_files(
+        tmp_path / "slurm" / "job1",
+        memory_max="max",
+        memory_current=str(300 * 2**20),
+        memory_stat=f"inactive_file {100 * 2**20}\n",
+    )
+    assert cgroup_memory_left(tmp_path, "0::/slurm/job1\n") == 700 * 2**20  # the parent's 800 MB less its 100 MB
+    _cgroup_files(tmp_path / "slurm" / "job1", memory_max=str(400 * 2**20))
+    assert cgroup_memory_left(tmp_path, "0::/slurm/job1\n") == 200 * 2**20  # its own 400 MB less 300 - 100 MB
+    assert cgroup_memory_left(tmp_path, "0::/\n") is None  # no memory.max at the root: no limit
+
+
+def test_memory_cgroup_limit_refuses_an_in_memory_decode_with_the_pack_pointer():
+    # Containers, Kubernetes and Slurm cap a job's memory with a cgroup, not with `ulimit -v`: the in-memory path must
+    # see the cgroup's limit before allocating. A real cgroup v1 memory controller, where this machine lets us make one.
+    membership = Path("/proc/self/cgroup").read_text()
+    path = next((p for _, c, p in (line.split(":", 2) for line in membership.splitlines()) if "memory" in c.split(",")),
+                None)  # fmt: skip
+    mount = CGROUP_ROOT / "memory"
+    if path is None or not (mount / path.lstrip("/")).is_dir():
+        pytest.skip("no cgroup v1 memory controller of this process's own to nest a cgroup in")
+    cgroup = mount / path.lstrip("/") / f"ninlab-test-{os.getpid()}"
+    try:
+        cgroup.mkdir()
+        (cgroup / "memory.limit_in_bytes").write_text(str(600 * 2**20))
+    except OSError as error:
+        pytest.skip(f"cannot make a memory cgroup here: {error}")
+    code = f"""
+import os, sys
+from pathlib import Path
+Path({str(cgroup / "cgroup.procs")!r}).write_text(str(os.getpid()))
+from ninlab._runtime.memory import available_memory
+from ninlab.data.decode import decode_images
+from ninlab.errors import DataError
+assert available_memory() <= 600 * 2**20, available_memory()
+try:
+    decode_images([Path("x.png")] * 20_000, 3, (128, 128))  # ~1 GB decoded: more than the cgroup allows
+except DataError as error:
+    print(error)
+    sys.exit(0)
+sys.exit(1)
+"""
+    try:
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    finally:
+        with contextlib.suppress(OSError):
+            cgroup.rmdir()
     assert done.returncode == 0, done.stderr[-2000:]
     assert "needs 983 MB of memory" in done.stdout and "ninlab pack" in done.stdout

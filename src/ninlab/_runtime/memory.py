@@ -14,12 +14,10 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["available_memory", "device_memory", "format_bytes", "require_memory"]
+__all__ = ["CGROUP_ROOT", "available_memory", "cgroup_memory_left", "device_memory", "format_bytes", "require_memory"]
 
-_CGROUP_LIMITS = (
-    ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),  # cgroup v2
-    ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"),  # cgroup v1
-)
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+"""Where the cgroup file systems are mounted (v2 at the root, v1's memory controller under ``memory/``)."""
 
 
 def available_memory() -> int | None:
@@ -34,18 +32,75 @@ def available_memory() -> int | None:
         # Not Linux: free physical pages (POSIX), an underestimate of what could be reclaimed.
         with contextlib.suppress(ValueError, OSError, AttributeError):
             found.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    for limit_file, usage_file in _CGROUP_LIMITS:
-        try:
-            limit = Path(limit_file).read_text().strip()
-            if limit != "max" and int(limit) < 2**60:  # v1 reports "no limit" as a huge number
-                found.append(max(0, int(limit) - int(Path(usage_file).read_text())))
-            break
-        except (OSError, ValueError):
-            continue
-    address_space = _address_space_left()
-    if address_space is not None:
-        found.append(address_space)
+    for left in (cgroup_memory_left(), _address_space_left()):
+        if left is not None:
+            found.append(left)
     return min(found) if found else None
+
+
+def cgroup_memory_left(root: Path = CGROUP_ROOT, membership: str | None = None) -> int | None:
+    """Bytes this process's memory cgroup (a container, a Slurm job, ``systemd-run -p MemoryMax``) still allows.
+
+    The cgroup is this process's own, from ``/proc/self/cgroup`` (``membership`` overrides its text), and its
+    ancestors' limits count too (the tightest wins). Usage counts the page cache, so the inactive file pages, which
+    the kernel reclaims before it fails an allocation, are not counted as used (as ``docker stats`` does). ``None``
+    where no cgroup limits memory.
+    """
+    try:
+        if membership is None:
+            membership = Path("/proc/self/cgroup").read_text()
+        lines = [line.split(":", 2) for line in membership.splitlines() if line.count(":") >= 2]
+    except OSError:
+        return None
+    for _, controllers, path in lines:  # cgroup v1: the memory controller's own hierarchy
+        if "memory" in controllers.split(","):
+            return _v1_left(_own_dir(root / "memory", path))
+    for number, controllers, path in lines:  # cgroup v2: the unified hierarchy
+        if number == "0" and controllers == "":
+            return _v2_left(root, _own_dir(root, path))
+    return None
+
+
+def _own_dir(mount: Path, path: str) -> Path:
+    # Inside a cgroup namespace (most containers) the process's path is not under the mount; the mount is its cgroup.
+    own = mount / path.lstrip("/")
+    return own if own.is_dir() else mount
+
+
+def _stat(directory: Path, key: str) -> int:
+    for line in (directory / "memory.stat").read_text().splitlines():
+        name, _, value = line.partition(" ")
+        if name == key:
+            return int(value)
+    return 0
+
+
+def _v1_left(own: Path) -> int | None:
+    try:
+        limit = _stat(own, "hierarchical_memory_limit") or int((own / "memory.limit_in_bytes").read_text())
+        if limit >= 2**60:  # v1 says "no limit" with a huge number
+            return None
+        used = int((own / "memory.usage_in_bytes").read_text()) - _stat(own, "total_inactive_file")
+    except (OSError, ValueError):
+        return None
+    return max(0, limit - max(used, 0))
+
+
+def _v2_left(root: Path, own: Path) -> int | None:
+    left: int | None = None
+    directory = own
+    while True:  # every ancestor's memory.max applies
+        try:
+            limit = (directory / "memory.max").read_text().strip()
+            if limit != "max":
+                used = int((directory / "memory.current").read_text()) - _stat(directory, "inactive_file")
+                room = max(0, int(limit) - max(used, 0))
+                left = room if left is None else min(left, room)
+        except (OSError, ValueError):
+            pass
+        if directory == root or root not in directory.parents:
+            return left
+        directory = directory.parent
 
 
 def _address_space_left() -> int | None:

@@ -47,7 +47,16 @@ from ninlab.errors import ConfigError
 from ninlab.training.lightning_cli import RUN_DIR_ENV, NinlabCLI, recipe_path, training_callbacks
 from ninlab.training.module import NiNClassifier
 
-__all__ = ["PIPELINES", "PRECISIONS", "BenchConfig", "PipelineResult", "recipe_cli", "run_pipeline", "scratch_dir"]
+__all__ = [
+    "PIPELINES",
+    "PRECISIONS",
+    "BenchConfig",
+    "PerSampleDataset",
+    "PipelineResult",
+    "recipe_cli",
+    "run_pipeline",
+    "scratch_dir",
+]
 
 
 @dataclass(frozen=True)
@@ -127,7 +136,7 @@ def run_ninlab(config: BenchConfig, workdir: str, turns: Turns | None = None) ->
     return _result("ninlab", clock, cli.datamodule.batch_size, config, flops, str(cli.trainer.precision))
 
 
-class _PerSampleDataset(Dataset):
+class PerSampleDataset(Dataset):
     """The Lightning NiN document's data path, one image at a time, as torchvision's datasets and transforms run it.
 
     The Lightning NiN document reads CIFAR-10 with
@@ -163,7 +172,7 @@ def run_seed_style(config: BenchConfig, workdir: str, turns: Turns | None = None
     datamodule = cli.datamodule
     datamodule.setup("fit")
     images, labels = datamodule.train_tensors
-    loader = DataLoader(_PerSampleDataset(images, labels, *datamodule.mean_std), datamodule.batch_size, shuffle=True)
+    loader = DataLoader(PerSampleDataset(images, labels, *datamodule.mean_std), datamodule.batch_size, shuffle=True)
     model = cli.model
     model.net = model.net.to(memory_format=torch.contiguous_format)  # NCHW, as the Lightning NiN document trains
     flops = training_flops_per_image(model.net, datamodule.input_size)

@@ -241,6 +241,13 @@ class ImageDataModule(EvaluationSplits, DeviceBatches, L.LightningDataModule):
             raise ConfigError("the train split is not set up; call setup('fit') first")
         return self._splits["train"].tensors
 
+    @property
+    def test_tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The test split as set up: uint8 images ``N x C x H x W`` and int64 labels (after ``setup("test")``)."""
+        if "test" not in self._splits:
+            raise ConfigError("the test split is not set up; call setup('test') first")
+        return self._splits["test"].tensors
+
     def train_dataloader(self) -> DataLoader:
         """Shuffled training batches (this process's shard)."""
         return self._loader("train", shuffle=True)
