@@ -6,8 +6,11 @@
 Each fit runs in a subprocess (``python -m ninlab.cli fit``, default recipe, 1 epoch) while this script samples
 ``/proc`` every 0.2 s: peak RSS of the training process and of its whole process tree (DataLoader workers
 included), and peak virtual size of the training process. ``--cap-mb`` runs the same fits again under
-``RLIMIT_AS`` (per process) of that many MB, to show which path still trains. ``--parts 16 4`` fits on packs
-whose index holds the first 1/16 and 1/4 of PACK_DIR's training shards (the shard files are linked, not copied).
+``RLIMIT_AS`` (per process) of that many MB, to show which path still trains; ``--cgroup-mb`` runs them in a fresh
+memory cgroup of that many MB instead (the whole process tree's real memory, as a container or a Slurm job caps it;
+needs a writable cgroup v1 memory controller or cgroup v2), and reports the cgroup's own peak. ``--parts 16 4``
+fits on packs whose index holds the first 1/16 and 1/4 of PACK_DIR's training shards (the shard files are linked,
+not copied).
 Any other option is passed to every fit.
 """
 
@@ -48,14 +51,34 @@ def _status(pid: int, field: str) -> int:
     return 0
 
 
-def fit(args: list[str], runs: Path, cap_mb: int | None) -> dict:
+def memory_cgroup(name: str, mb: int) -> Path:
+    """A new memory cgroup limited to ``mb`` MB, nested in this process's own (cgroup v1's memory controller, or v2)."""
+    lines = [line.split(":", 2) for line in Path("/proc/self/cgroup").read_text().splitlines()]
+    v1 = next((path for _, controllers, path in lines if "memory" in controllers.split(",")), None)
+    parent = Path("/sys/fs/cgroup/memory") / v1.lstrip("/") if v1 is not None else None
+    if parent is None:
+        parent = Path("/sys/fs/cgroup") / next(path for number, _, path in lines if number == "0").lstrip("/")
+    cgroup = parent / name
+    cgroup.mkdir()
+    (cgroup / ("memory.limit_in_bytes" if v1 is not None else "memory.max")).write_text(str(mb << 20))
+    return cgroup
+
+
+def cgroup_peak_mb(cgroup: Path) -> int:
+    peak = cgroup / "memory.max_usage_in_bytes"  # v1; v2 calls it memory.peak
+    return int((peak if peak.exists() else cgroup / "memory.peak").read_text()) >> 20
+
+
+def fit(args: list[str], runs: Path, cap_mb: int | None, cgroup: Path | None = None, epochs: int = 1) -> dict:
     """Run one fit; its exit code, last stderr line, peak RSS/VM (MB), wall seconds and images/s."""
 
     def limit() -> None:
         if cap_mb:
             resource.setrlimit(resource.RLIMIT_AS, (cap_mb << 20, cap_mb << 20))
+        if cgroup is not None:
+            (cgroup / "cgroup.procs").write_text(str(os.getpid()))
 
-    command = [sys.executable, "-m", "ninlab.cli", "fit", *args, "--trainer.max_epochs", "1",
+    command = [sys.executable, "-m", "ninlab.cli", "fit", *args, "--trainer.max_epochs", str(epochs),
                "--trainer.default_root_dir", str(runs), "--trainer.enable_progress_bar", "false"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "NINLAB_DATA": str(runs / "cache")}  # no user cache
     start = time.perf_counter()
@@ -69,10 +92,14 @@ def fit(args: list[str], runs: Path, cap_mb: int | None) -> dict:
         err.seek(0)
         lines = err.read().decode(errors="replace").strip().splitlines()
     summaries = sorted(runs.rglob("summary.json"))
-    rate = json.loads(summaries[-1].read_text()).get("train_images_per_s") if summaries else None
-    return {"exit": process.returncode, "last_stderr_line": lines[-1][:300] if lines else "", "peak_rss_mb": rss,
-            "peak_tree_rss_mb": tree, "peak_vm_mb": vm, "wall_s": round(time.perf_counter() - start, 1),
-            "images_per_s": rate}  # fmt: skip
+    summary = json.loads(summaries[-1].read_text()) if summaries else {}
+    result = {"exit": process.returncode, "last_stderr_line": lines[-1][:300] if lines else "", "peak_rss_mb": rss,
+              "peak_tree_rss_mb": tree, "peak_vm_mb": vm, "wall_s": round(time.perf_counter() - start, 1),
+              "images_per_s": summary.get("train_images_per_s"),
+              "images_per_s_steady": summary.get("train_images_per_s_steady")}  # fmt: skip
+    if cgroup is not None:
+        result["cgroup_peak_mb"] = cgroup_peak_mb(cgroup)
+    return result
 
 
 def part(pack: Path, where: Path, divisor: int) -> Path:
@@ -92,23 +119,36 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("pack", type=Path)
     parser.add_argument("--folder", type=Path, help="the same images as an image folder, for the in-memory fit")
-    parser.add_argument("--cap-mb", type=int, default=None)
+    parser.add_argument("--folder-image-size", type=int, help="decode the folder at this size (as the pack was made)")
+    parser.add_argument("--cap-mb", type=int, default=None, help="RLIMIT_AS of every capped fit's processes")
+    parser.add_argument("--cgroup-mb", type=int, default=None, help="a memory cgroup of this many MB per capped fit")
     parser.add_argument("--parts", type=int, nargs="+", default=[4, 1], help="fractions 1/P of the training shards")
+    parser.add_argument("--epochs", type=int, default=1, help="epochs of every fit (from 2: a steady-state rate)")
     parser.add_argument("--only-capped", action="store_true", help="skip the uncapped fits")
     parser.add_argument("--out", type=Path, default=Path("shards_memory.json"))
     args, extra = parser.parse_known_args()  # the rest goes to every fit (e.g. --trainer.limit_train_batches 60)
     work = Path(tempfile.mkdtemp(prefix="shards-memory-"))
     results = {"uptime": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()}
     shards = ["--data.dataset", "shards", "--data.num_workers", "2"]
-    cases = {f"shards_1_{p}": [*shards, "--data.root", str(part(args.pack, work / f"part{p}", p)), *extra]
+    # The other options go first, so that a `-c recipe.yaml` among them does not override the dataset given here.
+    cases = {f"shards_1_{p}": [*extra, *shards, "--data.root", str(part(args.pack, work / f"part{p}", p))]
              for p in args.parts}  # fmt: skip
     if args.folder:
-        cases["memory_full"] = ["--data.dataset", "folder", "--data.root", str(args.folder), *extra]
-    caps = [args.cap_mb] if args.only_capped else [None, args.cap_mb] if args.cap_mb else [None]
-    for cap in caps:
+        cases["memory_full"] = [*extra, "--data.dataset", "folder", "--data.root", str(args.folder)]
+        if args.folder_image_size:
+            cases["memory_full"] += ["--data.folder_image_size", str(args.folder_image_size)]
+    cap = args.cap_mb or args.cgroup_mb
+    caps = [cap] if args.only_capped else [None, cap] if cap else [None]
+    for limit in caps:
         for name, fit_args in cases.items():
-            key = name if cap is None else f"{name}_cap{cap}MB"
-            results[key] = fit(fit_args, work / key, cap)
+            kind = "cgroup" if args.cgroup_mb else "cap"
+            key = name if limit is None else f"{name}_{kind}{limit}MB"
+            cgroup = memory_cgroup(f"shards-memory-{os.getpid()}-{key}", limit) if limit and args.cgroup_mb else None
+            try:
+                results[key] = fit(fit_args, work / key, args.cap_mb if limit else None, cgroup, args.epochs)
+            finally:
+                if cgroup is not None:
+                    cgroup.rmdir()
             print(key, results[key], flush=True)
     results["uptime_after"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     args.out.write_text(json.dumps(results, indent=1))
