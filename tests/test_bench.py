@@ -44,6 +44,9 @@ def test_bench_reports_ratios_and_flop_fraction(real_data_dir, tmp_path, capfd):
     assert report["keeps_freed_memory"] == {"seed_style": False, "ninlab": glibc, "bare": glibc}
     out, err = capfd.readouterr()  # file descriptors: the pipelines' processes write there too
     assert "B/A" in out
+    # Time to accuracy needs whole fits, not a throughput benchmark: the report says where they are recorded.
+    assert report["time_to_accuracy"]["recorded_in"] == "docs/benchmarks.md#time-to-accuracy-on-fashion-mnist"
+    assert "time to accuracy (whole fits, per host): docs/benchmarks.md#" in out
     assert err.startswith("round 1/1 (A B C, ") and err.count("\n") == 1, err  # one line per round, nothing else
     assert [p.name for p in tmp_path.iterdir()] == ["bench.json"]  # no temporary or run files left behind
 

@@ -87,3 +87,12 @@ def test_every_public_object_has_a_docstring():
                             and item.name not in overrides and not ast.get_docstring(item)):  # fmt: skip
                         missing.append(f"{where}: {node.name}.{item.name}")
     assert not missing, "public objects without a docstring:\n" + "\n".join(missing)
+
+
+def test_bench_points_every_recipes_time_to_accuracy_at_a_section_of_the_docs():
+    from ninlab.bench.suite import TIME_TO_ACCURACY
+
+    for recipe, where in TIME_TO_ACCURACY.items():
+        path, _, anchor = where.partition("#")
+        assert (ROOT / "configs" / f"{recipe}.yaml").is_file(), recipe
+        assert anchor in _heading_anchors(ROOT / path), where

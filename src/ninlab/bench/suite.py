@@ -23,11 +23,20 @@ from ninlab.bench.rates import matmul_flops_per_s
 from ninlab.bench.rounds import recipe_model, run_round
 from ninlab.bench.training import PIPELINES, BenchConfig, PipelineResult
 
-__all__ = ["bench", "format_report"]
+__all__ = ["TIME_TO_ACCURACY", "bench", "format_report"]
 
 
 _LETTERS = {"seed_style": "A", "ninlab": "B", "bare": "C"}
 """The pipelines' letters in the printed report: A seed-style, B ninlab fit, C bare loop."""
+
+TIME_TO_ACCURACY = {
+    "fast_fashion_mnist": "docs/benchmarks.md#time-to-accuracy-on-fashion-mnist",
+    "long_fashion_mnist": "docs/benchmarks.md#time-to-accuracy-on-fashion-mnist",
+    "fast_cifar10": "docs/benchmarks.md#a-cifar-10-recipe-for-the-cpu-configsfast_cifar10yaml",
+    "lightning_cifar10": "docs/benchmarks.md#the-lightning-nin-documents-recipe-and-the-documents-own-pipeline",
+}
+"""Where each recipe's time to accuracy (3 seeds of the whole ``ninlab fit``, per host) is recorded: a benchmark of
+throughput cannot measure it, since it needs whole runs."""
 
 
 def _median_result(runs: list[PipelineResult]) -> PipelineResult:
@@ -93,6 +102,11 @@ def bench(config: BenchConfig, rounds: int = 1, inference: bool = False, quiet: 
         "train_flops_per_image": ninlab.train_flops_per_image,
         "achieved_flops_per_s": ninlab.achieved_flops_per_s,
         "sgemm_flops_per_s": statistics.median(sgemm_rates),
+        "time_to_accuracy": {
+            "recorded_in": TIME_TO_ACCURACY.get(config.recipe, "docs/benchmarks.md"),
+            "measured_by": f"ninlab fit -c configs/{config.recipe}.yaml --seed_everything N --data.seed N for N = 0, "
+            "1, 2: test_acc and wall_s of each run's summary.json, with the host it records",
+        },
         **environment_report(),
     }
     if bf16:
@@ -130,6 +144,7 @@ def format_report(report: dict) -> str:
         native = "native" if report["machine"].get("cpu_native_bf16") else "emulated: no bf16 instructions"
         lines.append(f"  and {report['fraction_of_bf16_gemm']:.2f} of its bf16 matrix multiply "
                      f"({report['bf16_gemm_flops_per_s'] / 1e9:.1f} GFLOP/s, {native})")  # fmt: skip
+    lines.append(f"time to accuracy (whole fits, per host): {report['time_to_accuracy']['recorded_in']}")
     if "inference" in report:
         inf = report["inference"]
         lines.append(f"inference: PyTorch {inf['torch_images_per_s']:,.0f} img/s (batch 256), "
