@@ -64,6 +64,17 @@ def memory_cgroup(name: str, mb: int) -> Path:
     return cgroup
 
 
+def remove_cgroup(cgroup: Path) -> None:
+    """Remove ``cgroup`` once the processes of the fit have left it (a killed process leaves it a moment later)."""
+    for _ in range(50):
+        if not (cgroup / "cgroup.procs").read_text().split():
+            with contextlib.suppress(OSError):
+                cgroup.rmdir()
+                return
+        time.sleep(0.1)
+    print(f"could not remove {cgroup}; remove it with rmdir once its processes have ended", file=sys.stderr)
+
+
 def cgroup_peak_mb(cgroup: Path) -> int:
     peak = cgroup / "memory.max_usage_in_bytes"  # v1; v2 calls it memory.peak
     return int((peak if peak.exists() else cgroup / "memory.peak").read_text()) >> 20
@@ -99,7 +110,17 @@ def fit(args: list[str], runs: Path, cap_mb: int | None, cgroup: Path | None = N
               "images_per_s_steady": summary.get("train_images_per_s_steady")}  # fmt: skip
     if cgroup is not None:
         result["cgroup_peak_mb"] = cgroup_peak_mb(cgroup)
+        result["cgroup_oom_kills"] = _oom_kills(cgroup)
     return result
+
+
+def _oom_kills(cgroup: Path) -> int:
+    for name in ("memory.oom_control", "memory.events"):  # v1, v2
+        with contextlib.suppress(OSError):
+            for line in (cgroup / name).read_text().splitlines():
+                if line.startswith("oom_kill "):
+                    return int(line.split()[1])
+    return 0
 
 
 def part(pack: Path, where: Path, divisor: int) -> Path:
@@ -123,13 +144,14 @@ def main() -> None:
     parser.add_argument("--cap-mb", type=int, default=None, help="RLIMIT_AS of every capped fit's processes")
     parser.add_argument("--cgroup-mb", type=int, default=None, help="a memory cgroup of this many MB per capped fit")
     parser.add_argument("--parts", type=int, nargs="+", default=[4, 1], help="fractions 1/P of the training shards")
+    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the fits from shards")
     parser.add_argument("--epochs", type=int, default=1, help="epochs of every fit (from 2: a steady-state rate)")
     parser.add_argument("--only-capped", action="store_true", help="skip the uncapped fits")
     parser.add_argument("--out", type=Path, default=Path("shards_memory.json"))
     args, extra = parser.parse_known_args()  # the rest goes to every fit (e.g. --trainer.limit_train_batches 60)
     work = Path(tempfile.mkdtemp(prefix="shards-memory-"))
     results = {"uptime": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()}
-    shards = ["--data.dataset", "shards", "--data.num_workers", "2"]
+    shards = ["--data.dataset", "shards", "--data.num_workers", str(args.workers)]
     # The other options go first, so that a `-c recipe.yaml` among them does not override the dataset given here.
     cases = {f"shards_1_{p}": [*extra, *shards, "--data.root", str(part(args.pack, work / f"part{p}", p))]
              for p in args.parts}  # fmt: skip
@@ -146,10 +168,10 @@ def main() -> None:
             cgroup = memory_cgroup(f"shards-memory-{os.getpid()}-{key}", limit) if limit and args.cgroup_mb else None
             try:
                 results[key] = fit(fit_args, work / key, args.cap_mb if limit else None, cgroup, args.epochs)
+                print(key, results[key], flush=True)
             finally:
                 if cgroup is not None:
-                    cgroup.rmdir()
-            print(key, results[key], flush=True)
+                    remove_cgroup(cgroup)
     results["uptime_after"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     args.out.write_text(json.dumps(results, indent=1))
     shutil.rmtree(work, ignore_errors=True)
