@@ -54,9 +54,16 @@ def _env(cache: Path) -> dict[str, str]:
             "NINLAB_DATA": str(cache), "OMP_NUM_THREADS": "1"}  # fmt: skip
 
 
+def _default_stop_signals() -> None:
+    # A shell that starts the tests in the background (`cmd &`) ignores SIGINT in them, and nohup ignores SIGHUP;
+    # ninlab rightly keeps an ignored signal ignored, so the runs here start with the dispositions of a terminal.
+    for name in ("SIGINT", "SIGHUP"):
+        signal.signal(getattr(signal, name), signal.SIG_DFL)
+
+
 def _ninlab(args: list[str], cache: Path, timeout: float) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "ninlab.cli", *args], env=_env(cache), capture_output=True,
-                          text=True, timeout=timeout, check=False)  # fmt: skip
+                          text=True, timeout=timeout, check=False, preexec_fn=_default_stop_signals)  # fmt: skip
 
 
 def _only_run(runs: Path) -> Path:
