@@ -34,6 +34,7 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", help="LABEL=RUN_DIR; repeat a label for each seed of a recipe")
     parser.add_argument("--output", default="docs/time_to_accuracy.png")
     parser.add_argument("--targets", default="5:0.92,20:0.935", help="minutes:accuracy pairs drawn as boxes")
+    parser.add_argument("--dataset", default="Fashion-MNIST", help="the dataset's name on the accuracy axis")
     parser.add_argument("--ylim", type=float, default=0.88, help="lowest accuracy shown")
     args = parser.parse_args()
 
@@ -59,7 +60,7 @@ def main() -> None:
         ax.annotate(f">= {acc:.1%} in {minutes:g} min", (minutes, acc), textcoords="offset points", xytext=(4, -12),
                     fontsize=8, color="grey")  # fmt: skip
     ax.set_xlabel("wall time since fit started (min)")
-    ax.set_ylabel("accuracy (Fashion-MNIST)")
+    ax.set_ylabel(f"accuracy ({args.dataset})")
     ax.set_ylim(args.ylim, 0.95)
     ax.set_xlim(0, None)
     ax.grid(alpha=0.3)
