@@ -75,8 +75,8 @@ def trained_run(data_root, tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("recipe", RECIPES)
 def test_every_recipe_runs_fast_dev_run(recipe, data_root, tmp_path, monkeypatch):
-    assert {"d2l_fashion_mnist", "fast_fashion_mnist", "gpu_fashion_mnist", "lightning_cifar10", "long_fashion_mnist",
-            "paper_cifar10"} <= set(RECIPES)  # fmt: skip
+    assert {"d2l_fashion_mnist", "fast_cifar10", "fast_fashion_mnist", "gpu_fashion_mnist", "lightning_cifar10",
+            "long_fashion_mnist", "paper_cifar10"} <= set(RECIPES)  # fmt: skip
     args = _fit_args(data_root, tmp_path, "--trainer.fast_dev_run", "1")
     if recipe.startswith("gpu_"):
         # bf16-mixed and device-resident data run as configured; bf16 is emulated (slow) on a CPU, so at 96x96 rather
