@@ -82,12 +82,13 @@ def main() -> None:
     parser.add_argument("--dataset", default="folder", help="folder (default) or cifar10")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--val-size", type=int, default=5000, help="training images held out, as the recipe does")
     parser.add_argument("--json", help="also write the result to this file")
     args = parser.parse_args()
 
     L.seed_everything(args.seed)
     # The same split as `ninlab fit -c configs/lightning_cifar10.yaml --data.seed N`: 45,000 train, 5,000 held out.
-    data = ImageDataModule(dataset=args.dataset, root=args.root, batch_size=64, val_size=5000, seed=args.seed,
+    data = ImageDataModule(dataset=args.dataset, root=args.root, batch_size=64, val_size=args.val_size, seed=args.seed,
                            augment=False, normalize="half")  # fmt: skip
     data.prepare_data()
     data.setup("fit")
