@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from ninlab._runtime.memory import memory_cgroup
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -51,16 +53,15 @@ def _status(pid: int, field: str) -> int:
     return 0
 
 
-def memory_cgroup(name: str, mb: int) -> Path:
+def new_memory_cgroup(name: str, mb: int) -> Path:
     """A new memory cgroup limited to ``mb`` MB, nested in this process's own (cgroup v1's memory controller, or v2)."""
-    lines = [line.split(":", 2) for line in Path("/proc/self/cgroup").read_text().splitlines()]
-    v1 = next((path for _, controllers, path in lines if "memory" in controllers.split(",")), None)
-    parent = Path("/sys/fs/cgroup/memory") / v1.lstrip("/") if v1 is not None else None
-    if parent is None:
-        parent = Path("/sys/fs/cgroup") / next(path for number, _, path in lines if number == "0").lstrip("/")
+    found = memory_cgroup()
+    if found is None:
+        raise SystemExit("--cgroup-mb: this process is in no memory cgroup to nest one in")
+    parent, version = found
     cgroup = parent / name
     cgroup.mkdir()
-    (cgroup / ("memory.limit_in_bytes" if v1 is not None else "memory.max")).write_text(str(mb << 20))
+    (cgroup / ("memory.limit_in_bytes" if version == 1 else "memory.max")).write_text(str(mb << 20))
     return cgroup
 
 
@@ -165,7 +166,8 @@ def main() -> None:
         for name, fit_args in cases.items():
             kind = "cgroup" if args.cgroup_mb else "cap"
             key = name if limit is None else f"{name}_{kind}{limit}MB"
-            cgroup = memory_cgroup(f"shards-memory-{os.getpid()}-{key}", limit) if limit and args.cgroup_mb else None
+            use_cgroup = limit and args.cgroup_mb
+            cgroup = new_memory_cgroup(f"shards-memory-{os.getpid()}-{key}", limit) if use_cgroup else None
             try:
                 results[key] = fit(fit_args, work / key, args.cap_mb if limit else None, cgroup, args.epochs)
                 print(key, results[key], flush=True)

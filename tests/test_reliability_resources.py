@@ -25,7 +25,7 @@ from lightning.pytorch import Callback
 
 from conftest import idx_bytes
 from ninlab._runtime import tensor_files
-from ninlab._runtime.memory import CGROUP_ROOT, cgroup_memory_left
+from ninlab._runtime.memory import cgroup_memory_left, memory_cgroup
 from ninlab.cli import main
 from ninlab.training.checkpoint_io import read_checkpoint
 
@@ -235,17 +235,17 @@ def test_unwritable_cache_warns_once_and_training_goes_on(options, tmpfs, tmp_pa
     assert list((tmp_path / "runs").rglob("last.ckpt")), "training went on without the cache"
 
 
-def test_address_space_limit_refuses_an_in_memory_decode_with_the_pack_pointer():
-    # `ulimit -v` (RLIMIT_AS) is how schedulers cap a job: the in-memory path must see it before allocating.
-    code = """
-import resource, sys
+def _decode_refused_under(limit: str, limit_mb: int) -> None:
+    """In a fresh process that has imported ninlab: ``limit`` caps its memory to ``limit_mb`` MB; an in-memory decode
+    of ~1 GB must then be refused before allocating, with the one line that points to ``ninlab pack``."""
+    code = f"""
+import os, resource, sys
 from pathlib import Path
 from ninlab._runtime.memory import available_memory
 from ninlab.data.decode import decode_images
 from ninlab.errors import DataError
-mapped = int(Path("/proc/self/statm").read_text().split()[0]) * resource.getpagesize()
-resource.setrlimit(resource.RLIMIT_AS, (mapped + 300 * 2**20, resource.RLIM_INFINITY))
-assert available_memory() <= 300 * 2**20
+{limit}
+assert available_memory() <= {limit_mb} * 2**20, available_memory()
 try:
     decode_images([Path("x.png")] * 20_000, 3, (128, 128))  # ~1 GB decoded: more than the limit leaves
 except DataError as error:
@@ -256,6 +256,15 @@ sys.exit(1)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "needs 983 MB of memory" in done.stdout and "ninlab pack" in done.stdout
+
+
+def test_address_space_limit_refuses_an_in_memory_decode_with_the_pack_pointer():
+    # `ulimit -v` (RLIMIT_AS) is how schedulers cap a job: the in-memory path must see it before allocating.
+    _decode_refused_under(
+        'mapped = int(Path("/proc/self/statm").read_text().split()[0]) * resource.getpagesize()\n'
+        "resource.setrlimit(resource.RLIMIT_AS, (mapped + 300 * 2**20, resource.RLIM_INFINITY))",
+        300,
+    )
 
 
 def _cgroup_files(directory: Path, **files: str) -> None:
@@ -305,37 +314,17 @@ def test_cgroup_v2_limit_is_the_tightest_of_the_cgroup_and_its_ancestors(tmp_pat
 def test_memory_cgroup_limit_refuses_an_in_memory_decode_with_the_pack_pointer():
     # Containers, Kubernetes and Slurm cap a job's memory with a cgroup, not with `ulimit -v`: the in-memory path must
     # see the cgroup's limit before allocating. A real cgroup v1 memory controller, where this machine lets us make one.
-    membership = Path("/proc/self/cgroup").read_text()
-    path = next((p for _, c, p in (line.split(":", 2) for line in membership.splitlines()) if "memory" in c.split(",")),
-                None)  # fmt: skip
-    mount = CGROUP_ROOT / "memory"
-    if path is None or not (mount / path.lstrip("/")).is_dir():
+    found = memory_cgroup()
+    if found is None or found[1] != 1:
         pytest.skip("no cgroup v1 memory controller of this process's own to nest a cgroup in")
-    cgroup = mount / path.lstrip("/") / f"ninlab-test-{os.getpid()}"
+    cgroup = found[0] / f"ninlab-test-{os.getpid()}"
     try:
         cgroup.mkdir()
         (cgroup / "memory.limit_in_bytes").write_text(str(600 * 2**20))
     except OSError as error:
         pytest.skip(f"cannot make a memory cgroup here: {error}")
-    code = f"""
-import os, sys
-from pathlib import Path
-Path({str(cgroup / "cgroup.procs")!r}).write_text(str(os.getpid()))
-from ninlab._runtime.memory import available_memory
-from ninlab.data.decode import decode_images
-from ninlab.errors import DataError
-assert available_memory() <= 600 * 2**20, available_memory()
-try:
-    decode_images([Path("x.png")] * 20_000, 3, (128, 128))  # ~1 GB decoded: more than the cgroup allows
-except DataError as error:
-    print(error)
-    sys.exit(0)
-sys.exit(1)
-"""
     try:
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+        _decode_refused_under(f"Path({str(cgroup / 'cgroup.procs')!r}).write_text(str(os.getpid()))", 600)
     finally:
         with contextlib.suppress(OSError):
             cgroup.rmdir()
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "needs 983 MB of memory" in done.stdout and "ninlab pack" in done.stdout

@@ -14,7 +14,15 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["CGROUP_ROOT", "available_memory", "cgroup_memory_left", "device_memory", "format_bytes", "require_memory"]
+__all__ = [
+    "CGROUP_ROOT",
+    "available_memory",
+    "cgroup_memory_left",
+    "device_memory",
+    "format_bytes",
+    "memory_cgroup",
+    "require_memory",
+]
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 """Where the cgroup file systems are mounted (v2 at the root, v1's memory controller under ``memory/``)."""
@@ -38,27 +46,39 @@ def available_memory() -> int | None:
     return min(found) if found else None
 
 
-def cgroup_memory_left(root: Path = CGROUP_ROOT, membership: str | None = None) -> int | None:
-    """Bytes this process's memory cgroup (a container, a Slurm job, ``systemd-run -p MemoryMax``) still allows.
+def memory_cgroup(root: Path = CGROUP_ROOT, membership: str | None = None) -> tuple[Path, int] | None:
+    """This process's memory cgroup: its directory and the cgroup version (1 or 2), or ``None`` where it has none.
 
-    The cgroup is this process's own, from ``/proc/self/cgroup`` (``membership`` overrides its text), and its
-    ancestors' limits count too (the tightest wins). Usage counts the page cache, so the inactive file pages, which
-    the kernel reclaims before it fails an allocation, are not counted as used (as ``docker stats`` does). ``None``
-    where no cgroup limits memory.
+    Read from ``/proc/self/cgroup`` (``membership`` overrides its text): cgroup v1's memory controller where one is
+    mounted, else the v2 unified hierarchy.
     """
     try:
         if membership is None:
             membership = Path("/proc/self/cgroup").read_text()
-        lines = [line.split(":", 2) for line in membership.splitlines() if line.count(":") >= 2]
     except OSError:
         return None
+    lines = [line.split(":", 2) for line in membership.splitlines() if line.count(":") >= 2]
     for _, controllers, path in lines:  # cgroup v1: the memory controller's own hierarchy
         if "memory" in controllers.split(","):
-            return _v1_left(_own_dir(root / "memory", path))
+            return _own_dir(root / "memory", path), 1
     for number, controllers, path in lines:  # cgroup v2: the unified hierarchy
         if number == "0" and controllers == "":
-            return _v2_left(root, _own_dir(root, path))
+            return _own_dir(root, path), 2
     return None
+
+
+def cgroup_memory_left(root: Path = CGROUP_ROOT, membership: str | None = None) -> int | None:
+    """Bytes this process's memory cgroup (a container, a Slurm job, ``systemd-run -p MemoryMax``) still allows.
+
+    The cgroup is :func:`memory_cgroup`'s, and its ancestors' limits count too (the tightest wins). Usage counts the
+    page cache, so the inactive file pages, which the kernel reclaims before it fails an allocation, are not counted
+    as used (as ``docker stats`` does). ``None`` where no cgroup limits memory.
+    """
+    found = memory_cgroup(root, membership)
+    if found is None:
+        return None
+    own, version = found
+    return _v1_left(own) if version == 1 else _v2_left(root, own)
 
 
 def _own_dir(mount: Path, path: str) -> Path:

@@ -237,16 +237,17 @@ class ImageDataModule(EvaluationSplits, DeviceBatches, L.LightningDataModule):
     @property
     def train_tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The training split as set up: uint8 images ``N x C x H x W`` and int64 labels (after ``setup("fit")``)."""
-        if "train" not in self._splits:
-            raise ConfigError("the train split is not set up; call setup('fit') first")
-        return self._splits["train"].tensors
+        return self._tensors("train", "fit")
 
     @property
     def test_tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The test split as set up: uint8 images ``N x C x H x W`` and int64 labels (after ``setup("test")``)."""
-        if "test" not in self._splits:
-            raise ConfigError("the test split is not set up; call setup('test') first")
-        return self._splits["test"].tensors
+        return self._tensors("test", "test")
+
+    def _tensors(self, split: str, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+        if split not in self._splits:
+            raise ConfigError(f"the {split} split is not set up; call setup('{stage}') first")
+        return self._splits[split].tensors
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training batches (this process's shard)."""
