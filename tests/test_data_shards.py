@@ -3,6 +3,7 @@ end (one process, two gloo DDP processes, resume); bad shards refused with one l
 
 import io
 import json
+import multiprocessing
 import os
 import pickle
 import subprocess
@@ -10,6 +11,7 @@ import sys
 import tarfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -89,6 +91,20 @@ def test_evaluation_reads_every_sample_once_across_processes_and_workers(packed,
         assert len(batches) == len(stream) > 0, "every process needs a batch, or the epoch-end all-reduce hangs"
         seen += [i for batch in batches for i in batch]
     assert sorted(seen) == list(range(N_TRAIN, N_TRAIN + N_VAL))
+
+
+def test_a_pass_shuts_its_workers_down_before_its_last_batch(packed):
+    """Lightning asks for len() batches and never for the end: the workers must be gone by then, or validation's
+    workers start beside them (the trainer forked four times: OOM-killed under a tight memory cgroup)."""
+    data = PackedDataset(str(packed))
+    for split, train in (("train", True), ("val", False)):
+        loader = data.loader(split, 8, train=train, seed=0, rank=0, world_size=1, num_workers=2, epoch=lambda: 0)
+        alive = []
+        for made, _ in enumerate(loader, 1):
+            alive.append(len(multiprocessing.active_children()))
+            if made == len(loader):
+                break
+        assert alive[0] == 2 and alive[-1] == 0, (split, alive)
 
 
 def test_worker_shards_cover_each_shard_once_per_epoch():
@@ -272,7 +288,9 @@ class _Trap:
         return (Path.touch, (Path(self.path),))
 
 
-@pytest.mark.parametrize("member", ["00000000.pyd", "00000000.pickle", "../../escape.png", "00000000.png/x"])
+@pytest.mark.parametrize(
+    "member", ["00000000.pyd", "00000000.pickle", "../../escape.npy", "00000000.npy/x", "00000000.png"]
+)
 def test_foreign_members_are_refused_and_never_unpickled(packed, tmp_path, member):
     root = _copy(packed, tmp_path)
     name = "train/train-000000.tar"
@@ -280,9 +298,49 @@ def test_foreign_members_are_refused_and_never_unpickled(packed, tmp_path, membe
     _rewrite_shard(root / name, [(member, pickle.dumps(_Trap(str(trap)))), *_members(root / name)])
     _fix_index(root, name)
     stream = ShardStream(read_index(str(root)), "train", 4, train=False, seed=0)
-    with pytest.raises(DataError, match=r"expected only <8 digits>\.png/\.cls sample members"):
+    with pytest.raises(DataError, match=r"expected only <8 digits>\.npy/\.cls sample members"):
         list(stream._batches(0))
-    assert not trap.exists() and not (tmp_path / "escape.png").exists()
+    assert not trap.exists() and not (tmp_path / "escape.npy").exists()
+
+
+@pytest.mark.parametrize(
+    ("array", "found"),
+    [
+        (np.array([_Trap("x")] * 64, dtype=object).reshape(1, 8, 8), "of at most 192 bytes, found 460"),  # pickled
+        (
+            np.zeros((1, 64, 1), dtype=np.uint8),
+            "header b\"\\x93NUMPY\\x01\\x00v\\x00{'descr': '|u1', 'fortran_order': False, 'shape': (1, 64, 1), }\"",
+        ),  # same bytes, another shape
+        (np.zeros((1, 8, 8), dtype=np.int8), "'descr': '|i1'"),  # same bytes, another dtype
+        (np.asfortranarray(np.zeros((1, 8, 8), dtype=np.uint8)), "'fortran_order': True"),  # another order
+    ],
+)
+def test_npy_member_other_than_uint8_pixels_of_the_packed_shape_is_refused(packed, tmp_path, array, found):
+    """The raw-pixel member must carry exactly the NumPy header of the packed shape; it is never np.load-ed."""
+    root = _copy(packed, tmp_path)
+    name = "train/train-000000.tar"
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=True)
+    members = [(m, buffer.getvalue() if m == "00000002.npy" else data) for m, data in _members(root / name)]
+    _rewrite_shard(root / name, members)
+    _fix_index(root, name)
+    stream = ShardStream(read_index(str(root)), "train", 4, train=False, seed=0)
+    with pytest.raises(DataError, match="00000002") as error:
+        list(stream._batches(0))
+    assert found in str(error.value) and "re-pack the dataset" in str(error.value), error.value
+
+
+def test_index_without_an_encoding_is_a_png_pack(packed, tmp_path):
+    """Packs written before raw pixels were the default hold PNGs and say nothing of it: they still read."""
+    source = tmp_path / "source"
+    write_id_images(source / "train", 40)
+    out = tmp_path / "png"
+    pack(str(source), out, shard_size=64 << 10, workers=1, encoding="png", val_size=0)
+    index = json.loads((out / "index.json").read_text())
+    del index["encoding"]
+    (out / "index.json").write_text(json.dumps(index))
+    stream = ShardStream(read_index(str(out)), "train", 8, train=False, seed=0)
+    assert sorted(i for batch in _read(stream, 0) for i in batch) == list(range(40))
 
 
 def test_pipe_root_streams_the_same_samples_as_the_folder(packed):

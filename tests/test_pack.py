@@ -1,9 +1,11 @@
 """``ninlab pack``: shards hold exactly the source's images and labels; re-runs, a killed pack, bad sources."""
 
+import io
 import json
 import os
 import subprocess
 import sys
+import tarfile
 import textwrap
 from pathlib import Path
 
@@ -33,8 +35,10 @@ def _as_set(images: np.ndarray, labels: np.ndarray) -> list[tuple[int, bytes]]:
     return sorted((int(label), image.tobytes()) for image, label in zip(images, labels, strict=True))
 
 
-def test_folder_pack_holds_what_the_folder_reader_decodes(tmp_path, capsys):
-    """Mixed sizes, modes and formats, resized to 12x12 RGB: the shards equal load_folder's decode, image by image."""
+@pytest.mark.parametrize("encoding", ["npy", "png"])
+def test_folder_pack_holds_what_the_folder_reader_decodes(tmp_path, capsys, encoding):
+    """Mixed sizes, modes and formats, resized to 12x12 RGB: the shards equal load_folder's decode, image by image,
+    stored as raw pixels (the default) or as PNGs."""
     source = tmp_path / "photos"
     rng = np.random.default_rng(0)
     for split, n in (("train", 30), ("test", 8)):
@@ -50,7 +54,7 @@ def test_folder_pack_holds_what_the_folder_reader_decodes(tmp_path, capsys):
                 Image.fromarray(rng.integers(0, 256, size, dtype=np.uint8)).save(source / split / label / f"{i}.png")
     out = tmp_path / "packed"
     assert main(["pack", str(source), str(out), "--image-size", "12", "--channels", "3", "--val-size", "0",
-                 "--workers", "2"]) == 0  # fmt: skip
+                 "--workers", "2", "--encoding", encoding]) == 0  # fmt: skip
     assert "train 30 in 1 shards, test 8 in 1 shards; 12x12x3, 3 classes" in capsys.readouterr().out
     for split in ("train", "test"):
         expected = load_folder(source, split, image_size=12, channels=3)
@@ -58,6 +62,13 @@ def test_folder_pack_holds_what_the_folder_reader_decodes(tmp_path, capsys):
         assert _as_set(images, labels) == _as_set(expected.images.numpy(), expected.labels.numpy())
     index = read_index(str(out))
     assert index.classes == ["class0", "class1", "class2"] and (index.channels, index.height) == (3, 12)
+    assert index.encoding == encoding
+    with tarfile.open(out / index.splits["train"][0].name) as tar:
+        member = tar.extractfile(f"00000000.{encoding}").read()
+    if encoding == "npy":  # a standard .npy that NumPy (and WebDataset's decoders) read without pickle
+        assert np.load(io.BytesIO(member), allow_pickle=False).shape == (3, 12, 12)
+    else:
+        assert member.startswith(b"\x89PNG")
     train = load_folder(source, "train", image_size=12, channels=3).images.permute(1, 0, 2, 3).reshape(3, -1) / 255
     assert np.allclose(index.mean, train.mean(dim=1).numpy()) and np.allclose(
         index.std, train.std(dim=1, correction=0).numpy()

@@ -1,9 +1,11 @@
 """The index of a packed dataset (``index.json``): what every split holds, shard by shard, and where shards live.
 
 A packed dataset is a folder (or a URL prefix) holding ``index.json`` and, per split, WebDataset tar shards named
-``<split>/<split>-NNNNNN.tar``. Each sample is two members, ``<key>.png`` (the image, already at the packed size
-and channel count) and ``<key>.cls`` (its label, decimal ASCII), with ``<key>`` the sample's 8-digit position in
-its split. The index is written last, so a folder without one is an unfinished pack.
+``<split>/<split>-NNNNNN.tar``. Each sample is two members: the image, already at the packed size and channel
+count, as ``<key>.npy`` (its raw uint8 pixels, C x H x W, in NumPy's format: nothing to decode) or ``<key>.png``
+(lossless and smaller, decoded per sample), as the index's ``encoding`` says; and ``<key>.cls`` (its label, decimal
+ASCII). ``<key>`` is the sample's 8-digit position in its split. The index is written last, so a folder without
+one is an unfinished pack.
 
 Shard names are checked against that exact pattern before they are joined to the root, so an index from a stranger
 can neither reach files outside the dataset nor put shell syntax into a ``pipe:`` command.
@@ -20,12 +22,14 @@ from webdataset import gopen
 
 from ninlab.errors import DataError, DataNotFoundError
 
-__all__ = ["FORMAT", "INDEX_NAME", "SPLIT_NAMES", "VERSION", "ShardIndex", "ShardInfo", "read_index", "shard_url"]
+__all__ = ["ENCODINGS", "FORMAT", "INDEX_NAME", "SPLIT_NAMES", "VERSION", "ShardIndex", "ShardInfo", "read_index",
+           "shard_url"]  # fmt: skip
 
 FORMAT = "ninlab-shards"
 VERSION = 1
 INDEX_NAME = "index.json"
 SPLIT_NAMES = ("train", "val", "test")
+ENCODINGS = ("npy", "png")
 SHARD_NAME = re.compile(r"(train|val|test)/(train|val|test)-\d{6}\.tar")
 _MAX_INDEX_BYTES = 64 << 20  # a million shards' records; anything larger is not an index
 
@@ -55,6 +59,7 @@ class ShardIndex:
         std: Per-channel std of the training split.
         splits: Split name -> its shards, in order.
         pack: The options the pack was made with (compared on re-runs).
+        encoding: How images are stored: ``"npy"`` (raw pixels) or ``"png"``.
     """
 
     root: str
@@ -67,6 +72,7 @@ class ShardIndex:
     std: list[float]
     splits: dict[str, list[ShardInfo]]
     pack: dict
+    encoding: str = "npy"
 
     def count(self, split: str) -> int:
         """Samples in ``split`` (0 when it was not packed)."""
@@ -81,6 +87,7 @@ class ShardIndex:
             "channels": self.channels,
             "image_size": [self.height, self.width],
             "hflip": self.hflip,
+            "encoding": self.encoding,
             "mean": self.mean,
             "std": self.std,
             "splits": {
@@ -166,8 +173,11 @@ def _parse(root: str, data: dict) -> ShardIndex:
         splits[split] = shards
     if not splits.get("train"):
         raise ValueError("no train split")
+    encoding = data.get("encoding", "png")  # packs written before raw pixels were stored only PNGs
+    if encoding not in ENCODINGS:
+        raise ValueError(f"encoding {encoding!r} (expected one of {', '.join(ENCODINGS)})")
     return ShardIndex(root, classes, channels, height, width, bool(data["hflip"]), mean, std, splits,
-                      dict(data.get("pack") or {}))  # fmt: skip
+                      dict(data.get("pack") or {}), encoding)  # fmt: skip
 
 
 def check_local_shards(index: ShardIndex, split: str) -> None:
