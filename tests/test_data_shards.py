@@ -352,3 +352,21 @@ def test_pipe_root_streams_the_same_samples_as_the_folder(packed):
     assert _read(remote, 0) == _read(local, 0)
     with pytest.raises(DataError, match="expected a pipe: command with"):
         PackedDataset(f"pipe:cat {packed}/index.json")
+
+
+def test_png_member_of_another_size_is_refused(tmp_path):
+    """In a PNG pack (``--encoding png``) a sample whose PNG is not of the packed size and mode is one line."""
+    from PIL import Image
+
+    source = tmp_path / "source"
+    write_id_images(source / "train", 40)
+    root = tmp_path / "png"
+    pack(str(source), root, shard_size=64 << 10, workers=1, encoding="png", val_size=0)
+    name = read_index(str(root)).splits["train"][0].name
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16)).save(buffer, format="PNG")
+    _rewrite_shard(root / name, [(m, buffer.getvalue() if m == "00000000.png" else d) for m, d in _members(root / name)])
+    _fix_index(root, name)
+    stream = ShardStream(read_index(str(root)), "train", 4, train=False, seed=0)
+    with pytest.raises(DataError, match="expected sample 00000000 as a 8x8 L PNG, found 16x16 RGB; re-pack"):
+        list(stream._batches(0))

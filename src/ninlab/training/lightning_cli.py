@@ -77,6 +77,9 @@ HELD_LINES = HeldLines()
 BF16_HINT = ("This CPU multiplies bf16 natively (AVX512-BF16 or AMX): `--trainer.precision bf16-mixed` trains faster "
              "here (the default recipe: 1.3x, to the same accuracy; docs/benchmarks.md)")  # fmt: skip
 """The line ``ninlab fit`` logs before an fp32 run on a CPU with bf16 instructions."""
+EMULATED_BF16_HINT = ("This CPU has no bf16 instructions (AVX512-BF16 or AMX): bf16 is emulated here and trains more "
+                      "slowly than fp32; pass `--trainer.precision 32-true`")  # fmt: skip
+"""The line ``ninlab fit`` logs before a bf16 run on a CPU without bf16 instructions (e.g. the CIFAR-10 CPU recipe)."""
 
 
 def recipe_path(name: str) -> Path:
@@ -206,10 +209,16 @@ class NinlabCLI(CheckpointPathHook, LightningCLI):
         return trainer
 
     def before_fit(self) -> None:
-        """Point to bf16-mixed when a run trains in fp32 on a CPU with bf16 instructions, once, before it starts."""
+        """Point to the faster precision of this CPU, once, before a run starts: bf16-mixed where the CPU multiplies
+        bf16 natively and the run is in fp32, fp32 where bf16 would be emulated."""
         trainer = self.trainer
-        if trainer.strategy.root_device.type == "cpu" and str(trainer.precision) == "32-true" and cpu_has_native_bf16():
+        if trainer.strategy.root_device.type != "cpu":
+            return
+        precision = str(trainer.precision)
+        if precision == "32-true" and cpu_has_native_bf16():
             rank_zero_info(BF16_HINT)
+        elif precision.startswith("bf16") and not cpu_has_native_bf16():
+            rank_zero_info(EMULATED_BF16_HINT)
 
     def after_fit(self) -> None:
         """Test the best checkpoint (the last weights under ``fast_dev_run``) and print the test accuracy."""
