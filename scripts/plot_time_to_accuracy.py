@@ -33,7 +33,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", help="LABEL=RUN_DIR; repeat a label for each seed of a recipe")
     parser.add_argument("--output", default="docs/time_to_accuracy.png")
-    parser.add_argument("--targets", default="5:0.92,20:0.935", help="minutes:accuracy pairs drawn as boxes")
+    parser.add_argument("--targets", default="1.25:0.92,6:0.935", help="minutes:accuracy pairs drawn as boxes")
     parser.add_argument("--dataset", default="Fashion-MNIST", help="the dataset's name on the accuracy axis")
     parser.add_argument("--ylim", type=float, default=0.88, help="lowest accuracy shown")
     args = parser.parse_args()

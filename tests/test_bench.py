@@ -237,6 +237,24 @@ def test_int8_onnx_script_measures_both_models_on_the_whole_test_split(real_data
     assert (tmp_path / "model.int8.onnx").stat().st_size == result["file_bytes"]["int8"]
 
 
+@pytest.mark.parametrize("encoding", ["npy", "png"])
+def test_shard_read_bench_reads_every_sample_of_the_shards(tmp_path, monkeypatch, capsys, encoding):
+    """scripts/shard_read_bench.py times read_shard over a real pack (raw pixels or PNG) and profiles it."""
+    from conftest import write_id_images
+    from ninlab.data.shards import pack
+
+    write_id_images(tmp_path / "source" / "train", 60)
+    pack(str(tmp_path / "source"), tmp_path / "packed", shard_size=64 << 10, workers=1, encoding=encoding,
+         val_size=0)  # fmt: skip
+    out = tmp_path / "read.json"
+    argv = ["shard_read_bench.py", str(tmp_path / "packed"), "--repeats", "2", "--profile", "--json", str(out)]
+    monkeypatch.setattr("sys.argv", argv)
+    _load_script("shard_read_bench").main()
+    result = json.loads(out.read_text())
+    assert result["encoding"] == encoding and result["samples"] == 60 and len(result["us_per_sample"]) == 2
+    assert "function calls" in capsys.readouterr().out  # the profile
+
+
 def test_document_cifar10_script_trains_the_documents_pipeline(tmp_path, monkeypatch):
     """scripts/document_cifar10.py runs the Lightning NiN document's pipeline end to end on an image folder."""
     from PIL import Image

@@ -107,6 +107,29 @@ def test_a_pass_shuts_its_workers_down_before_its_last_batch(packed):
         assert alive[0] == 2 and alive[-1] == 0, (split, alive)
 
 
+def test_a_training_pass_ends_the_passes_lightning_left_open(packed):
+    """The sanity check reads two validation batches and stops: that pass's workers end when training starts."""
+    data = PackedDataset(str(packed))
+    val = data.loader("val", 8, train=False, seed=0, rank=0, world_size=1, num_workers=2, epoch=lambda: 0)
+    train = data.loader("train", 8, train=True, seed=0, rank=0, world_size=1, num_workers=2, epoch=lambda: 0)
+    sanity = iter(val)
+    next(sanity), next(sanity)
+    assert len(multiprocessing.active_children()) == 2
+    batches = iter(train)
+    next(batches)
+    assert len(multiprocessing.active_children()) == 2  # the training workers only
+    with pytest.raises(StopIteration):
+        next(sanity)
+
+
+@pytest.mark.parametrize(("cores", "workers"), [(1, 0), (2, 0), (3, 1), (8, 4)])
+def test_default_workers_leave_two_cores_to_the_training_step(packed, monkeypatch, cores, workers):
+    from ninlab.data import ImageDataModule
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)))
+    assert ImageDataModule("shards", root=str(packed), batch_size=16).num_workers == workers
+
+
 def test_worker_shards_cover_each_shard_once_per_epoch():
     for world_size, workers in [(1, 1), (2, 3), (3, 2)]:
         taken = [s for rank in range(world_size) for worker in range(workers)
@@ -147,22 +170,27 @@ def _recorder(folder: Path) -> str:
 
 
 @pytest.mark.slow
-def test_two_process_ddp_fit_from_shards_gives_disjoint_equal_shares(packed, tmp_path):
-    """Two gloo processes, each with the default 2 DataLoader workers, progress bar on; a hang fails the timeout.
+@pytest.mark.parametrize("workers", [None, 2])
+def test_two_process_ddp_fit_from_shards_gives_disjoint_equal_shares(packed, tmp_path, workers):
+    """Two gloo processes, with the default DataLoader workers (none on a 2-core machine) and with 2 each, progress
+    bar on; a hang fails the timeout.
 
     Augmentation is off only so the recorder can read each image's id from its pixels (a crop would move them).
     """
     record = tmp_path / "record"
+    chosen = ["--data.num_workers", str(workers)] if workers is not None else []
     args = _fit(packed, tmp_path / "runs", "--trainer.max_epochs", "2", "--trainer.accelerator", "cpu",
-                "--trainer.strategy", "ddp", "--trainer.devices", "2", "--data.augment", "false",
+                "--trainer.strategy", "ddp", "--trainer.devices", "2", "--data.augment", "false", *chosen,
                 _recorder(record))  # fmt: skip
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")])}
     done = subprocess.run([sys.executable, "-m", "ninlab.cli", *args], env=env, capture_output=True, text=True,
                           timeout=300, check=False)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("test accuracy") == 1
-    # 10 shards of 30 among 2 processes x 2 workers: 2 or 3 shards each, 7 batches of 8 per worker.
-    steps = batches_per_epoch([s.count for s in read_index(str(packed)).splits["train"]], 8, 2, 2)
+    if workers is None:  # the data module's default: the cores beyond two, at most 4
+        workers = min(4, max(0, len(os.sched_getaffinity(0)) - 2))
+    steps = batches_per_epoch([s.count for s in read_index(str(packed)).splits["train"]], 8, 2, max(workers, 1))
+    # 10 shards of 30: with 2 workers per process 2 or 3 shards per worker, 7 batches of 8 each.
     for epoch in range(2):
         seen = [[i for batch in _recorded(record, rank, epoch) for i in batch] for rank in range(2)]
         assert len(seen[0]) == len(seen[1]) == steps * 8
@@ -365,7 +393,8 @@ def test_png_member_of_another_size_is_refused(tmp_path):
     name = read_index(str(root)).splits["train"][0].name
     buffer = io.BytesIO()
     Image.new("RGB", (16, 16)).save(buffer, format="PNG")
-    _rewrite_shard(root / name, [(m, buffer.getvalue() if m == "00000000.png" else d) for m, d in _members(root / name)])
+    members = [(m, buffer.getvalue() if m == "00000000.png" else d) for m, d in _members(root / name)]
+    _rewrite_shard(root / name, members)
     _fix_index(root, name)
     stream = ShardStream(read_index(str(root)), "train", 4, train=False, seed=0)
     with pytest.raises(DataError, match="expected sample 00000000 as a 8x8 L PNG, found 16x16 RGB; re-pack"):

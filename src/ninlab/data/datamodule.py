@@ -69,7 +69,8 @@ class ImageDataModule(EvaluationSplits, DeviceBatches, L.LightningDataModule):
         channels: ``folder`` only: 1 or 3 channels (default: the most common).
         predict_root: Image file or folder to predict on (``trainer.predict``).
         num_workers: DataLoader worker processes; ``None``: 0 in memory (a batch is one slice, workers only cost),
-            and for ``shards`` up to 4 of the cores this process may use, which read and decode the shards.
+            and for ``shards`` the cores beyond the two the training step's threads use, up to 4 (none on a 2-core
+            CPU, where workers take cores from the step: docs/data.md), which read and decode the shards.
         verify: Checksum policy (see :func:`ninlab.data.load_dataset`); ``None`` = the default policy.
         device_resident: Move the uint8 splits to the training device once in ``setup``, so every batch is sliced
             where it trains (no host-to-device image copies; on a GPU Fashion-MNIST's 60,000 images take 47 MB).
@@ -126,7 +127,9 @@ class ImageDataModule(EvaluationSplits, DeviceBatches, L.LightningDataModule):
         self.device_resident = device_resident
         self.dataset, self.root, self.download, self.verify = dataset, root, download, verify
         if num_workers is None:
-            num_workers = min(4, len(os.sched_getaffinity(0))) if dataset == SHARDS else 0
+            # Shards on 2 cores trained fastest read in the main process (raw pixels: 0.94x of in memory against 0.86x
+            # with 2 workers, fast_cifar10): a worker's reads preempt a training thread, which stalls the other.
+            num_workers = min(4, max(0, len(os.sched_getaffinity(0)) - 2)) if dataset == SHARDS else 0
         self.batch_size, self.val_size, self.seed, self.num_workers = batch_size, val_size, seed, num_workers
         self._packed = PackedDataset(root) if dataset == SHARDS else None
         self.image_size, self.augment, self.crop_padding = image_size, augment, crop_padding

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 
 import torch
@@ -28,6 +29,7 @@ class PackedDataset:
 
     def __init__(self, root: str) -> None:
         self.index = read_index(str(root))
+        self._loaders: weakref.WeakSet[EpochLoader] = weakref.WeakSet()  # a training pass closes the others' passes
 
     @property
     def classes(self) -> list[str]:
@@ -53,4 +55,4 @@ class PackedDataset:
         check_local_shards(self.index, split)
         stream = ShardStream(self.index, split, batch_size, train=train, seed=seed, rank=rank,
                              world_size=world_size, workers=num_workers)  # fmt: skip
-        return EpochLoader(stream, epoch, num_workers)
+        return EpochLoader(stream, epoch, num_workers, self._loaders)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import random
+import weakref
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -170,21 +171,40 @@ class EpochLoader(DataLoader):
 
     Lightning hands the epoch only to samplers (``set_epoch``), and a stream has none, so ``epoch`` (a callable,
     e.g. the trainer's epoch) is read when each pass begins, before the workers copy the stream.
+
+    A pass's DataLoader workers are shut down as soon as it ends, or when a later pass makes it stale: Lightning
+    stops asking a loader for batches without ending its iterator (after ``len()`` batches, or after the sanity
+    check's first batches of validation), and those workers would otherwise live on beside the next pass's: the
+    trainer's process forked four times, OOM-killed under a memory cgroup that one set fits in (docs/data.md).
+    ``siblings`` (the loaders of one pack) lets a training pass, when it starts, close every other loader's pass.
     """
 
-    def __init__(self, stream: ShardStream, epoch: Callable[[], int], num_workers: int) -> None:
+    def __init__(self, stream: ShardStream, epoch: Callable[[], int], num_workers: int,
+                 siblings: weakref.WeakSet | None = None) -> None:  # fmt: skip
         super().__init__(stream, batch_size=None, num_workers=num_workers)
-        self._epoch = epoch
+        self._epoch, self._open = epoch, None
+        self._siblings = siblings if siblings is not None else weakref.WeakSet()
+        self._siblings.add(self)
+
+    def close(self) -> None:
+        """End the current pass, if one is open, shutting its workers down."""
+        if self._open is not None:
+            self._open.close()  # unwinds _pass: its DataLoader iterator is released and stops its workers
+            self._open = None
 
     def __iter__(self) -> Iterator:
+        for loader in list(self._siblings) if self.dataset.train else [self]:
+            loader.close()
+        self._open = self._pass()
+        return self._open
+
+    def _pass(self) -> Iterator:
         self.dataset.epoch = self._epoch()
         batches, total = super().__iter__(), len(self)
         for made, batch in enumerate(batches, 1):
             if made == total:
-                # Lightning asks for exactly len() batches and never for the end, which would keep this pass's
-                # workers alive while validation forks its own: four copies of the trainer at once, OOM-killed
-                # under a 1.5 GB memory cgroup that one pair fits in (docs/data.md). Reaching the end makes
-                # PyTorch shut them down before the last batch goes out.
+                # Lightning never asks past the last batch: reaching the end here makes PyTorch shut the workers
+                # down before it goes out (validation's workers start right after it).
                 failures = [extra for extra in batches if isinstance(extra, _Failure)]
                 batch = failures[0] if failures else batch
             if isinstance(batch, _Failure):
