@@ -163,9 +163,10 @@ def _pixels_reader(index: ShardIndex, url: str) -> Callable[[bytes, int], np.nda
         return lambda data, key: _decode_png(data, index, url, key)
     header = npy_header(index.channels, index.height, index.width)
     shape = (index.channels, index.height, index.width)
+    size = len(header) + index.channels * index.height * index.width
 
     def view(data: bytes, key: int) -> np.ndarray:
-        if len(data) != len(header) + np.prod(shape) or not data.startswith(header):
+        if len(data) != size or not data.startswith(header):
             found = data[: len(header)].rstrip()
             raise DataError(f"{url}: expected sample {key:08d} as uint8 pixels of shape {shape} in NumPy's format, "
                             f"found {len(data)} bytes, header {found!r}; re-pack the dataset")  # fmt: skip
