@@ -127,8 +127,8 @@ class ImageDataModule(EvaluationSplits, DeviceBatches, L.LightningDataModule):
         self.device_resident = device_resident
         self.dataset, self.root, self.download, self.verify = dataset, root, download, verify
         if num_workers is None:
-            # Shards on 2 cores trained fastest read in the main process (raw pixels: 0.94x of in memory against 0.86x
-            # with 2 workers, fast_cifar10): a worker's reads preempt a training thread, which stalls the other.
+            # Shards on 2 cores trained fastest read in the main process (raw pixels, fast_cifar10: 0.98-1.00x of in
+            # memory against 0.86x with 2 workers): a worker's reads preempt a training thread, which stalls the other.
             num_workers = min(4, max(0, len(os.sched_getaffinity(0)) - 2)) if dataset == SHARDS else 0
         self.batch_size, self.val_size, self.seed, self.num_workers = batch_size, val_size, seed, num_workers
         self._packed = PackedDataset(root) if dataset == SHARDS else None

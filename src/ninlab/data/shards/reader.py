@@ -12,6 +12,7 @@ only compared, never used as paths.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import re
@@ -49,6 +50,7 @@ class _HashingReader(io.RawIOBase):
         return len(data)
 
 
+@functools.cache  # packing asks once per image, reading once per shard: always the same few shapes
 def npy_header(channels: int, height: int, width: int) -> bytes:
     """The exact NumPy-format header (version 1.0, as ``np.save`` writes it) of one sample's uint8 C x H x W pixels."""
     buffer = io.BytesIO()

@@ -180,11 +180,10 @@ class EpochLoader(DataLoader):
     """
 
     def __init__(self, stream: ShardStream, epoch: Callable[[], int], num_workers: int,
-                 siblings: weakref.WeakSet | None = None) -> None:  # fmt: skip
+                 siblings: weakref.WeakSet) -> None:  # fmt: skip
         super().__init__(stream, batch_size=None, num_workers=num_workers)
-        self._epoch, self._open = epoch, None
-        self._siblings = siblings if siblings is not None else weakref.WeakSet()
-        self._siblings.add(self)
+        self._epoch, self._open, self._siblings = epoch, None, siblings
+        siblings.add(self)
 
     def close(self) -> None:
         """End the current pass, if one is open, shutting its workers down."""
