@@ -29,7 +29,7 @@ def test_window_rates():
 
 def test_bench_reports_ratios_and_flop_fraction(real_data_dir, tmp_path, capfd):
     out = tmp_path / "bench.json"
-    argv = ["bench", "--data.root", str(real_data_dir / "fashion-mnist"), "--limit", "384", "--epochs", "1",
+    argv = ["bench", "--data.root", str(real_data_dir / "fashion-mnist"), "--limit", "1280", "--epochs", "1",
             "--windows", "3", "--json", str(out)]  # fmt: skip
     assert main(argv) == 0
     report = json.loads(out.read_text())
@@ -117,7 +117,7 @@ def test_run_round_takes_turns_window_by_window(real_data_dir):
     from ninlab.bench.rounds import run_round
     from ninlab.bench.training import BenchConfig
 
-    config = BenchConfig(root=str(real_data_dir / "fashion-mnist"), limit=256, epochs=2, windows=2, val_size=64,
+    config = BenchConfig(root=str(real_data_dir / "fashion-mnist"), limit=768, epochs=2, windows=2, val_size=64,
                          precision="bf16-mixed")  # fmt: skip
     names = ["bare", "seed_style", "ninlab"]
     results = run_round(names, config)
@@ -197,10 +197,23 @@ def test_bare_loop_steps_the_recipes_lr_schedule(real_data_dir, monkeypatch):
     monkeypatch.setattr(torch.optim.lr_scheduler.LambdaLR, "step", step)
     config = BenchConfig(root=str(real_data_dir / "fashion-mnist"), limit=1280, epochs=2, windows=2, val_size=128)
     run_pipeline("bare", config)
-    steps = 2 * 1280 // 128
+    steps = 2 * 1280 // 256  # the default recipe's batch
     assert len(lrs) == steps + 1  # LambdaLR steps once when it is built, then once per optimiser step
     peak = max(lrs)
-    assert peak == pytest.approx(0.2, rel=0.05) and lrs[0] < peak / 10 and lrs[-1] < peak / 100
+    assert peak == pytest.approx(0.4, rel=0.05) and lrs[0] < peak / 10 and lrs[-1] < peak / 100
+
+
+def test_bench_times_every_pipeline_at_the_recipes_full_image_size(real_data_dir, tmp_path):
+    """The default recipe trains its first epochs at 20x20; the benchmark's B (and C, A) train every epoch at 28x28."""
+    import yaml
+
+    from ninlab.bench.training import BenchConfig, recipe_cli
+
+    recipe = yaml.safe_load((ROOT / "configs" / "fast_fashion_mnist.yaml").read_text())
+    assert recipe["data"]["train_sizes"][0] < 28
+    config = BenchConfig(root=str(real_data_dir / "fashion-mnist"), limit=256)
+    datamodule = recipe_cli(config, str(tmp_path), []).datamodule
+    assert datamodule.train_sizes is None and datamodule.input_size == (1, 28, 28)
 
 
 def test_recipe_model_discards_what_lightning_prints(real_data_dir):

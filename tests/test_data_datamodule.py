@@ -9,6 +9,7 @@ import torch
 
 from ninlab.cli import main
 from ninlab.data import ImageDataModule
+from ninlab.errors import ConfigError
 
 
 def attach(dm, training=True, epoch=0, rank=0, world_size=1):
@@ -74,6 +75,25 @@ def test_no_augmentation_outside_training():
     images = torch.randint(0, 256, (4, 1, 8, 8), dtype=torch.uint8)
     out, _ = dm.on_after_batch_transfer((images, torch.zeros(4, dtype=torch.int64)), 0)
     assert torch.allclose(out, images.float() / 255)
+
+
+def test_progressive_resizing_shrinks_training_batches_only():
+    # train_sizes [5, 6]: epoch 0 trains at 5x5, every later epoch at 6x6; evaluation keeps image_size (8).
+    images = torch.randint(0, 256, (4, 1, 8, 8), dtype=torch.uint8)
+    labels = torch.zeros(4, dtype=torch.int64)
+    dm = ImageDataModule("digits", image_size=8, train_sizes=[5, 6])
+    sides = {}
+    for training, epoch in ((True, 0), (True, 1), (True, 9), (False, 0)):
+        out, _ = attach(dm, training=training, epoch=epoch).on_after_batch_transfer((images, labels), 0)
+        sides[training, epoch] = tuple(out.shape[-2:])
+    assert sides == {(True, 0): (5, 5), (True, 1): (6, 6), (True, 9): (6, 6), (False, 0): (8, 8)}
+    assert dm.input_size == (1, 8, 8)  # what the model, export and prediction are told
+
+
+@pytest.mark.parametrize("sizes", [[], [28, 0]])
+def test_progressive_resizing_rejects_empty_or_zero_sides(sizes):
+    with pytest.raises(ConfigError, match="train_sizes must be a non-empty list"):
+        ImageDataModule("digits", train_sizes=sizes)
 
 
 @pytest.mark.parametrize("name", ["fashion-mnist", "mnist"])

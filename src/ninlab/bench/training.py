@@ -100,8 +100,13 @@ class PipelineResult:
 
 
 def recipe_cli(config: BenchConfig, workdir: str, callbacks: list) -> NinlabCLI:
-    """The recipe as ``ninlab fit -c recipe`` builds it, on ``limit`` images, writing its run under ``workdir``."""
+    """The recipe as ``ninlab fit -c recipe`` builds it, on ``limit`` images, writing its run under ``workdir``.
+
+    Every epoch trains at the recipe's full image size (no progressive resizing): A, B and C are timed on the same
+    images, and the FLOPs per image are those of that size.
+    """
     args = ["--config", str(recipe_path(config.recipe)), f"--trainer.max_epochs={config.epochs}",
+            "--data.train_sizes=null",
             "--trainer.num_sanity_val_steps=0", f"--data.limit_train={config.limit}",
             f"--data.val_size={config.val_size}", f"--trainer.default_root_dir={workdir}",
             "--trainer.accelerator=cpu", "--trainer.devices=1"]  # fmt: skip

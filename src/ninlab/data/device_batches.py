@@ -17,10 +17,11 @@ __all__ = ["DeviceBatches"]
 class DeviceBatches:
     """Mixin of :class:`~ninlab.data.ImageDataModule`: the device-side batch steps and their seeded random stream.
 
-    It reads the module's ``augment``, ``crop_padding``, ``hflip``, ``image_size``, ``mean_std``, ``channels_last``,
-    ``seed`` and ``trainer``.
+    It reads the module's ``augment``, ``crop_padding``, ``hflip``, ``image_size``, ``train_sizes``, ``mean_std``,
+    ``channels_last``, ``seed`` and ``trainer``.
     """
 
+    train_sizes: list[int] | None = None
     _generator: torch.Generator | None = None
     _generator_key: tuple | None = None
     _mean_std_device: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -40,9 +41,16 @@ class DeviceBatches:
     def on_after_batch_transfer(self, batch: tuple[torch.Tensor, torch.Tensor], dataloader_idx: int):
         """Augment (training only), scale, resize, normalise and lay out the batch, on the device it is on."""
         images, labels = batch
-        if self.augment and self.trainer is not None and self.trainer.training:
+        training = self.trainer is not None and self.trainer.training
+        if self.augment and training:
             images = self.augment_batch(images)
-        return self.prepare_batch(images), labels
+        return self.prepare_batch(images, self._train_side() if training else None), labels
+
+    def _train_side(self) -> int | None:
+        # Progressive resizing: early epochs train on smaller images (fewer pixels, cheaper steps); evaluation
+        # always sees image_size, and the last entry repeats to the end of the run.
+        sizes = self.train_sizes
+        return sizes[min(self._epoch(), len(sizes) - 1)] if sizes else None
 
     def augment_batch(self, images: torch.Tensor) -> torch.Tensor:
         """Random crop and (if enabled) flip of a uint8 batch; shape and dtype are kept.
@@ -55,12 +63,14 @@ class DeviceBatches:
             images = transforms.random_hflip(images, generator)
         return images
 
-    def prepare_batch(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 ``B x C x H x W`` -> float32 in [0, 1], resized to ``image_size``, normalised, channels-last.
+    def prepare_batch(self, images: torch.Tensor, side: int | None = None) -> torch.Tensor:
+        """uint8 ``B x C x H x W`` -> float32 in [0, 1], resized to ``side`` (default ``image_size``), normalised,
+        channels-last.
 
         :func:`ninlab.data.transforms.prepare_images`, the step prediction and export use too.
         """
-        size = (self.image_size, self.image_size) if self.image_size is not None else None
+        side = side if side is not None else self.image_size
+        size = (side, side) if side is not None else None
         mean, std = self._mean_std_on(images.device)
         return transforms.prepare_images(images, mean, std, size, self.channels_last)
 
