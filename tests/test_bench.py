@@ -210,10 +210,10 @@ def test_bench_times_every_pipeline_at_the_recipes_full_image_size(real_data_dir
     from ninlab.bench.training import BenchConfig, recipe_cli
 
     recipe = yaml.safe_load((ROOT / "configs" / "fast_fashion_mnist.yaml").read_text())
-    assert recipe["data"]["train_sizes"][0] < 28
+    assert recipe["data"]["train_scales"][0] < 1
     config = BenchConfig(root=str(real_data_dir / "fashion-mnist"), limit=256)
     datamodule = recipe_cli(config, str(tmp_path), []).datamodule
-    assert datamodule.train_sizes is None and datamodule.input_size == (1, 28, 28)
+    assert datamodule.train_scales is None and datamodule.input_size == (1, 28, 28)
 
 
 def test_recipe_model_discards_what_lightning_prints(real_data_dir):

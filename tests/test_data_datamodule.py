@@ -78,22 +78,35 @@ def test_no_augmentation_outside_training():
 
 
 def test_progressive_resizing_shrinks_training_batches_only():
-    # train_sizes [5, 6]: epoch 0 trains at 5x5, every later epoch at 6x6; evaluation keeps image_size (8).
+    # train_scales [0.5, 0.75, 1.0] of image_size 16: epoch 0 trains at 8x8, epoch 1 at 12x12, then 16x16; evaluation
+    # keeps 16x16 throughout.
     images = torch.randint(0, 256, (4, 1, 8, 8), dtype=torch.uint8)
     labels = torch.zeros(4, dtype=torch.int64)
-    dm = ImageDataModule("digits", image_size=8, train_sizes=[5, 6])
+    dm = ImageDataModule("digits", image_size=16, train_scales=[0.5, 0.75, 1.0])
     sides = {}
-    for training, epoch in ((True, 0), (True, 1), (True, 9), (False, 0)):
+    for training, epoch in ((True, 0), (True, 1), (True, 2), (True, 9), (False, 0)):
         out, _ = attach(dm, training=training, epoch=epoch).on_after_batch_transfer((images, labels), 0)
         sides[training, epoch] = tuple(out.shape[-2:])
-    assert sides == {(True, 0): (5, 5), (True, 1): (6, 6), (True, 9): (6, 6), (False, 0): (8, 8)}
-    assert dm.input_size == (1, 8, 8)  # what the model, export and prediction are told
+    assert sides == {(True, 0): (8, 8), (True, 1): (12, 12), (True, 2): (16, 16), (True, 9): (16, 16),
+                     (False, 0): (16, 16)}  # fmt: skip
+    assert dm.input_size == (1, 16, 16)  # what the model, export and prediction are told
 
 
-@pytest.mark.parametrize("sizes", [[], [28, 0]])
-def test_progressive_resizing_rejects_empty_or_zero_sides(sizes):
-    with pytest.raises(ConfigError, match="train_sizes must be a non-empty list"):
-        ImageDataModule("digits", train_sizes=sizes)
+def test_progressive_resizing_is_relative_to_the_stored_size_and_never_below_the_networks_smallest():
+    """The default recipe's scales on another dataset: a fraction of its own images' size, clamped to what the
+    network takes (a shipped recipe run on 8x8 digits must not train on images the network refuses)."""
+    images = torch.randint(0, 256, (4, 1, 8, 8), dtype=torch.uint8)
+    dm = attach(ImageDataModule("digits", train_scales=[0.72, 1.0]))
+    assert dm._train_size(images) == (6, 6)  # round(0.72 * 8)
+    dm.train_scales = [0.25, 1.0]
+    dm.trainer.lightning_module = SimpleNamespace(net=SimpleNamespace(min_input_size=4))
+    assert dm._train_size(images) == (4, 4)  # round(0.25 * 8) = 2, below nin_fast's smallest input
+
+
+@pytest.mark.parametrize("scales", [[], [1.0, 0.0], [0.5, 1.5]])
+def test_progressive_resizing_rejects_scales_outside_zero_to_one(scales):
+    with pytest.raises(ConfigError, match=r"train_scales must be a non-empty list of fractions in \(0, 1\]"):
+        ImageDataModule("digits", train_scales=scales)
 
 
 @pytest.mark.parametrize("name", ["fashion-mnist", "mnist"])

@@ -106,7 +106,7 @@ def recipe_cli(config: BenchConfig, workdir: str, callbacks: list) -> NinlabCLI:
     images, and the FLOPs per image are those of that size.
     """
     args = ["--config", str(recipe_path(config.recipe)), f"--trainer.max_epochs={config.epochs}",
-            "--data.train_sizes=null",
+            "--data.train_scales=null",
             "--trainer.num_sanity_val_steps=0", f"--data.limit_train={config.limit}",
             f"--data.val_size={config.val_size}", f"--trainer.default_root_dir={workdir}",
             "--trainer.accelerator=cpu", "--trainer.devices=1"]  # fmt: skip

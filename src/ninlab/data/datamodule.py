@@ -75,10 +75,11 @@ class ImageDataModule(EvaluationSplits, DeviceBatches, L.LightningDataModule):
         device_resident: Move the uint8 splits to the training device once in ``setup``, so every batch is sliced
             where it trains (no host-to-device image copies; on a GPU Fashion-MNIST's 60,000 images take 47 MB).
             Needs ``num_workers=0``; on a CPU it changes nothing.
-        train_sizes: Progressive resizing: the side training images are resized to in each epoch (bilinear, after the
-            crop and flip), the last entry repeating to the end; e.g. ``[20, 20, 28]`` trains the first two epochs of
-            Fashion-MNIST at 20x20, ~1.8x faster steps. Validation, testing and prediction always use ``image_size``
-            (or the stored size). ``None`` = every epoch at that size.
+        train_scales: Progressive resizing: for each epoch, the side of the training images as a fraction of the side
+            evaluation uses (``image_size``, else the stored size), the last entry repeating to the end; bilinear, after
+            the crop and flip, rounded, never below the network's smallest input. E.g. ``[0.72, 0.72, 1.0]`` trains
+            the first two epochs of Fashion-MNIST at 20x20 (~1.8x faster steps). Validation, testing, prediction and
+            export always see the full size. ``None`` = every epoch at the full size.
     """
 
     def __init__(
@@ -102,7 +103,7 @@ class ImageDataModule(EvaluationSplits, DeviceBatches, L.LightningDataModule):
         num_workers: int | None = None,
         verify: bool | None = None,
         device_resident: bool = False,
-        train_sizes: list[int] | None = None,
+        train_scales: list[float] | None = None,
     ) -> None:
         super().__init__()
         info = dataset_info("folder" if dataset == SHARDS else dataset)  # a pack's flips come from its index
@@ -116,9 +117,9 @@ class ImageDataModule(EvaluationSplits, DeviceBatches, L.LightningDataModule):
         ):
             if value is not None and value < low:
                 raise ConfigError(f"{name} must be >= {low}, found {value}; pass a value of at least {low}")
-        if train_sizes is not None and (not train_sizes or min(train_sizes) < 1):
-            raise ConfigError(f"train_sizes must be a non-empty list of sides >= 1 (one per epoch), found "
-                              f"{train_sizes}; pass e.g. [20, 20, 28] or leave it out")  # fmt: skip
+        if train_scales is not None and (not train_scales or not all(0 < s <= 1 for s in train_scales)):
+            raise ConfigError(f"train_scales must be a non-empty list of fractions in (0, 1], one per epoch, found "
+                              f"{train_scales}; pass e.g. [0.72, 0.72, 1.0] or leave it out")  # fmt: skip
         if normalize not in ("dataset", "half", "none"):
             raise ConfigError(f"normalize must be 'dataset', 'half' or 'none', found {normalize!r}")
         if dataset == SHARDS and (root is None or device_resident or limit_train is not None):
@@ -133,7 +134,7 @@ class ImageDataModule(EvaluationSplits, DeviceBatches, L.LightningDataModule):
                               f"found {num_workers}; drop --data.num_workers or --data.device_resident")  # fmt: skip
         self.save_hyperparameters()
         self.device_resident = device_resident
-        self.train_sizes = list(train_sizes) if train_sizes is not None else None
+        self.train_scales = [float(s) for s in train_scales] if train_scales is not None else None
         self.dataset, self.root, self.download, self.verify = dataset, root, download, verify
         if num_workers is None:
             # Shards on 2 cores trained fastest read in the main process (raw pixels, fast_cifar10: 0.98-1.00x of in

@@ -17,11 +17,11 @@ __all__ = ["DeviceBatches"]
 class DeviceBatches:
     """Mixin of :class:`~ninlab.data.ImageDataModule`: the device-side batch steps and their seeded random stream.
 
-    It reads the module's ``augment``, ``crop_padding``, ``hflip``, ``image_size``, ``train_sizes``, ``mean_std``,
+    It reads the module's ``augment``, ``crop_padding``, ``hflip``, ``image_size``, ``train_scales``, ``mean_std``,
     ``channels_last``, ``seed`` and ``trainer``.
     """
 
-    train_sizes: list[int] | None = None
+    train_scales: list[float] | None = None
     _generator: torch.Generator | None = None
     _generator_key: tuple | None = None
     _mean_std_device: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -44,13 +44,19 @@ class DeviceBatches:
         training = self.trainer is not None and self.trainer.training
         if self.augment and training:
             images = self.augment_batch(images)
-        return self.prepare_batch(images, self._train_side() if training else None), labels
+        return self.prepare_batch(images, self._train_size(images) if training else None), labels
 
-    def _train_side(self) -> int | None:
-        # Progressive resizing: early epochs train on smaller images (fewer pixels, cheaper steps); evaluation
-        # always sees image_size, and the last entry repeats to the end of the run.
-        sizes = self.train_sizes
-        return sizes[min(self._epoch(), len(sizes) - 1)] if sizes else None
+    def _train_size(self, images: torch.Tensor) -> tuple[int, int] | None:
+        # Progressive resizing: early epochs train on smaller images (fewer pixels, cheaper steps), as a fraction of
+        # the size evaluation sees, so a recipe means the same on any dataset; never below the network's smallest.
+        scales = self.train_scales
+        scale = scales[min(self._epoch(), len(scales) - 1)] if scales else 1.0
+        if scale == 1.0:
+            return None
+        full = (self.image_size, self.image_size) if self.image_size is not None else tuple(images.shape[-2:])
+        net = getattr(getattr(self.trainer, "lightning_module", None), "net", None)
+        smallest = getattr(net, "min_input_size", 1)
+        return tuple(max(smallest, round(scale * side)) for side in full)
 
     def augment_batch(self, images: torch.Tensor) -> torch.Tensor:
         """Random crop and (if enabled) flip of a uint8 batch; shape and dtype are kept.
@@ -63,14 +69,14 @@ class DeviceBatches:
             images = transforms.random_hflip(images, generator)
         return images
 
-    def prepare_batch(self, images: torch.Tensor, side: int | None = None) -> torch.Tensor:
-        """uint8 ``B x C x H x W`` -> float32 in [0, 1], resized to ``side`` (default ``image_size``), normalised,
-        channels-last.
+    def prepare_batch(self, images: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+        """uint8 ``B x C x H x W`` -> float32 in [0, 1], resized to ``size`` (height, width; default ``image_size``),
+        normalised, channels-last.
 
         :func:`ninlab.data.transforms.prepare_images`, the step prediction and export use too.
         """
-        side = side if side is not None else self.image_size
-        size = (side, side) if side is not None else None
+        if size is None and self.image_size is not None:
+            size = (self.image_size, self.image_size)
         mean, std = self._mean_std_on(images.device)
         return transforms.prepare_images(images, mean, std, size, self.channels_last)
 
