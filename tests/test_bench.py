@@ -3,6 +3,7 @@
 import importlib.util
 import itertools
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -208,11 +209,15 @@ def test_bench_times_every_pipeline_at_the_recipes_full_image_size(real_data_dir
     import yaml
 
     from ninlab.bench.training import BenchConfig, recipe_cli
+    from ninlab.training.lightning_cli import RUN_DIR_ENV
 
     recipe = yaml.safe_load((ROOT / "configs" / "fast_fashion_mnist.yaml").read_text())
     assert recipe["data"]["train_scales"][0] < 1
     config = BenchConfig(root=str(real_data_dir / "fashion-mnist"), limit=256)
-    datamodule = recipe_cli(config, str(tmp_path), []).datamodule
+    try:
+        datamodule = recipe_cli(config, str(tmp_path), []).datamodule
+    finally:  # building the CLI names its run directory in the environment (the bench does it in a child process)
+        os.environ.pop(RUN_DIR_ENV, None)
     assert datamodule.train_scales is None and datamodule.input_size == (1, 28, 28)
 
 
