@@ -3,7 +3,6 @@
 import importlib.util
 import itertools
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -204,20 +203,17 @@ def test_bare_loop_steps_the_recipes_lr_schedule(real_data_dir, monkeypatch):
     assert peak == pytest.approx(0.4, rel=0.05) and lrs[0] < peak / 10 and lrs[-1] < peak / 100
 
 
-def test_bench_times_every_pipeline_at_the_recipes_full_image_size(real_data_dir, tmp_path):
+def test_bench_times_every_pipeline_at_the_recipes_full_image_size(real_data_dir):
     """The default recipe trains its first epochs at 20x20; the benchmark's B (and C, A) train every epoch at 28x28."""
     import yaml
 
-    from ninlab.bench.training import BenchConfig, recipe_cli
-    from ninlab.training.lightning_cli import RUN_DIR_ENV
+    from ninlab.bench.training import BenchConfig, recipe_cli, scratch_dir
 
     recipe = yaml.safe_load((ROOT / "configs" / "fast_fashion_mnist.yaml").read_text())
     assert recipe["data"]["train_scales"][0] < 1
     config = BenchConfig(root=str(real_data_dir / "fashion-mnist"), limit=256)
-    try:
-        datamodule = recipe_cli(config, str(tmp_path), []).datamodule
-    finally:  # building the CLI names its run directory in the environment (the bench does it in a child process)
-        os.environ.pop(RUN_DIR_ENV, None)
+    with scratch_dir() as workdir:  # as the bench builds it: the run directory the CLI names is forgotten after
+        datamodule = recipe_cli(config, workdir, []).datamodule
     assert datamodule.train_scales is None and datamodule.input_size == (1, 28, 28)
 
 

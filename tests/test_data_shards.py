@@ -190,8 +190,10 @@ def test_two_process_ddp_fit_from_shards_gives_disjoint_equal_shares(packed, tmp
                           timeout=300, check=False)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("test accuracy") == 1
-    if workers is None:  # the data module's default: the cores beyond two, at most 4
-        workers = min(4, max(0, len(os.sched_getaffinity(0)) - 2))
+    if workers is None:  # the data module's default for this machine
+        from ninlab.data import ImageDataModule
+
+        workers = ImageDataModule("shards", root=str(packed), batch_size=8).num_workers
     steps = batches_per_epoch([s.count for s in read_index(str(packed)).splits["train"]], 8, 2, max(workers, 1))
     # 10 shards of 30: with 2 workers per process 2 or 3 shards per worker, 7 batches of 8 each.
     for epoch in range(2):

@@ -75,7 +75,7 @@ _DEFAULT_ROOT = "runs"
 HELD_LINES = HeldLines()
 """Lightning's info lines from building the trainer to its first loop (one command at a time per process)."""
 BF16_HINT = ("This CPU multiplies bf16 natively (AVX512-BF16 or AMX): `--trainer.precision bf16-mixed` trains faster "
-             "here (the default recipe: 1.3x, to the same accuracy; docs/benchmarks.md)")  # fmt: skip
+             "here (the default recipe: 1.4x, to the same accuracy; docs/benchmarks.md)")  # fmt: skip
 """The line ``ninlab fit`` logs before an fp32 run on a CPU with bf16 instructions."""
 EMULATED_BF16_HINT = ("This CPU has no bf16 instructions (AVX512-BF16 or AMX): bf16 is emulated here and trains more "
                       "slowly than fp32; pass `--trainer.precision 32-true`")  # fmt: skip
