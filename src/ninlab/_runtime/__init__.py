@@ -1,1 +1,2 @@
-"""Process plumbing private to ninlab: atomic writes, the host allocator, the environment report, message filters."""
+"""Process plumbing private to ninlab: atomic writes, the host allocator, the environment report, message filters,
+the end of multi-process runs."""

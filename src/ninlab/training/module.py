@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from torch import nn
 
+from ninlab._runtime.distributed import destroy_process_group_at_exit
 from ninlab.errors import CheckpointError, ConfigError, check_choice
 from ninlab.models.init import init_weights
 from ninlab.models.registry import ModelKwargs, create_model
@@ -141,6 +142,13 @@ class NiNClassifier(LightningModule):
             raise ConfigError(f"label_smoothing must be in [0, 1), got {hp.label_smoothing}")
         if not (0 < hp.gamma <= 1 and 0 <= hp.min_lr_ratio <= 1):
             raise ConfigError(f"gamma must be in (0, 1] and min_lr_ratio in [0, 1], got {hp.gamma}, {hp.min_lr_ratio}")
+
+    def setup(self, stage: str) -> None:
+        """Have a multi-process run's process group destroyed before this process exits.
+
+        Without it a DDP rank can abort at exit: see :func:`ninlab._runtime.distributed.destroy_process_group_at_exit`.
+        """
+        destroy_process_group_at_exit()
 
     def configure_model(self) -> None:
         """Compile the network when ``compile`` is set (once, lazily: only runs that train or evaluate pay for it).
