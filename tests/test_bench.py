@@ -290,3 +290,24 @@ def test_document_cifar10_script_trains_the_documents_pipeline(tmp_path, monkeyp
     result = json.loads(out.read_text())
     assert result["train_images"] == 64 and len(result["epoch_s"]) == 2  # 80 train images less the 16 held out
     assert 0 <= result["test_acc"] <= 1 and result["train_images_per_s_steady"] > 0
+
+
+def test_time_to_accuracy_script_runs_each_seed_and_judges_the_target(real_data_dir, tmp_path, monkeypatch, capsys):
+    """scripts/time_to_accuracy.py: one real fit per seed (a few batches), the table, the JSON and the plot."""
+    script = _load_script("time_to_accuracy")
+    report, plot = tmp_path / "report.json", tmp_path / "plot.png"
+    # A few batches of one epoch: what is tested is the harness, not the recipe's accuracy.
+    short = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "2",
+             "--trainer.limit_test_batches", "2"]  # fmt: skip
+    argv = ["time_to_accuracy.py", "--root", str(real_data_dir / "fashion-mnist"), "--recipes", "fast_fashion_mnist",
+            "--seeds", "0", "1", "--out", str(tmp_path / "runs"), "--json", str(report), "--plot", str(plot), "--",
+            *short]  # fmt: skip
+    monkeypatch.setattr("sys.argv", argv)
+    script.main()
+    result = json.loads(report.read_text())
+    assert [run["seed"] for run in result["runs"]] == [0, 1]
+    assert all(0 < run["fit_s"] <= run["whole_s"] and 0 <= run["test_acc"] <= 1 for run in result["runs"])
+    assert result["machine"]["cpu_capability"] and "cpu_native_bf16" in result["machine"]
+    (row,) = [line for line in result["table"].splitlines() if line.startswith("| fast_fashion_mnist |")]
+    assert row.startswith("| fast_fashion_mnist | 32-true | 0, 1 |") and row.endswith("| no |")  # 3 batches: far off
+    assert row in capsys.readouterr().out and plot.stat().st_size > 10_000
