@@ -39,7 +39,7 @@ def test_bench_reports_ratios_and_flop_fraction(real_data_dir, tmp_path, capfd):
     assert all(rate > 0 for rate in report["images_per_s"].values())
     assert all(len(rates) == 3 for rates in report["window_images_per_s"].values())
     assert all(mb > 0 for mb in report["peak_rss_mb"].values())
-    assert 0 < report["fraction_of_sgemm"] < 2
+    assert 0 < report["fraction_of_sgemm"] < 2 and 0 < report["fraction_of_conv3x3"] < 2
     # B and C run with the command line's allocator setting (glibc only), A as the Lightning NiN document's code would.
     glibc = runs_on_glibc()
     assert report["keeps_freed_memory"] == {"seed_style": False, "ninlab": glibc, "bare": glibc}
@@ -87,6 +87,7 @@ def test_bench_rounds_vary_order_and_pair_windows(monkeypatch, capsys, precision
 
     monkeypatch.setattr(suite, "run_round", fake_round)
     monkeypatch.setattr(suite, "matmul_flops_per_s", lambda dtype: 1e9 if dtype == torch.float32 else 4e9)
+    monkeypatch.setattr(suite, "conv3x3_flops_per_s", lambda: 2e9)
     report = suite.bench(BenchConfig(windows=3, precision=precision), rounds=3)
     a, b, c = "seed_style", "ninlab", "bare"
     assert orders == [[a, b, c], [a, c, b], [b, a, c]]
@@ -96,6 +97,8 @@ def test_bench_rounds_vary_order_and_pair_windows(monkeypatch, capsys, precision
     assert report["round_images_per_s"]["ninlab"] == pytest.approx([100.0, 50.0, 33.3], abs=0.1)
     assert report["images_per_s"]["ninlab"] == 50.0  # the median round
     assert report["fraction_of_sgemm_per_round"] == pytest.approx([0.1, 0.05, 0.0333], abs=1e-4)
+    assert report["fraction_of_conv3x3_per_round"] == pytest.approx([0.05, 0.025, 0.0167], abs=1e-4)
+    assert "and 0.03 of its fp32 3x3 convolution at a fast size (2.0 GFLOP/s)" in suite.format_report(report)
     assert "medians of 9 paired windows' ratios over 3 round(s)" in suite.format_report(report)
     progress = capsys.readouterr().err.splitlines()  # a line per round, with that round's paired ratios
     assert progress[0].startswith("round 1/3 (A B C, ") and progress[0].endswith("B/A 2.00, B/C 0.952")
@@ -151,6 +154,12 @@ def test_train_step_bench_variants_run(layout, without):
     bench = _load_script("train_step_bench")
     step = bench.training_step([4, 8, 8], 8, layout=layout, without=without)
     assert bench.images_per_s(step, 8, 2) > 0
+    rows = bench.layer_times([4, 8, 8], 8, layout=layout, without=without, repeats=2)
+    convs = [row for row in rows if "(Conv2d)" in row["layer"]]
+    assert len(convs) == 7 and all(row["flops"] > 0 for row in convs)  # 3 blocks of two, then the class maps
+    assert rows[0]["input"] == (8, 1, 28, 28) and all(row["forward_ms"] >= 0 <= row["backward_ms"] for row in rows)
+    # The images need no gradient: the first convolution's backward counts its weights' gradient only.
+    assert convs[0]["flops"] == 2 * 2 * 8 * 28 * 28 * 4 * 9
 
 
 def _load_script(name: str):

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["matmul_flops_per_s", "median_rate", "training_flops_per_image"]
+__all__ = ["conv3x3_flops_per_s", "matmul_flops_per_s", "median_rate", "training_flops_per_image"]
 
 
 def median_rate(work: float, seconds: list[float]) -> float:
@@ -36,6 +36,27 @@ def matmul_flops_per_s(dtype: torch.dtype = torch.float32, size: int = 2048, rep
         torch.mm(a, b)
         seconds.append(time.perf_counter() - start)
     return median_rate(2.0 * size**3, seconds)
+
+
+def conv3x3_flops_per_s(repeats: int = 7) -> float:
+    """Median FLOP/s of an fp32 3x3 convolution forward, 128 -> 128 channels on 64 channels-last 16 x 16 images
+    (2 * 64 * 16 * 16 * 128 * 128 * 9 FLOPs each), after warm-up.
+
+    The second yardstick of ``ninlab bench``: the kind of kernel that does most of a NiN's work (oneDNN's, not the
+    BLAS library's), at a size where it runs fast. The two can differ by a factor: on the AMD EPYC (Zen 5) host of
+    2026-12-01 this ran at 487 GFLOP/s and the sgemm at 208 (MKL's sgemm takes a slower path on AMD CPUs), so there
+    a fraction of the sgemm alone overstates how near the machine's limit a training step is.
+    """
+    conv = nn.Conv2d(128, 128, 3, padding=1, bias=False).to(memory_format=torch.channels_last)
+    x = torch.randn(64, 128, 16, 16).contiguous(memory_format=torch.channels_last)
+    seconds = []
+    with torch.no_grad():
+        for i in range(repeats + 2):  # 2 warm-up calls
+            start = time.perf_counter()
+            conv(x)
+            if i >= 2:
+                seconds.append(time.perf_counter() - start)
+    return median_rate(2.0 * 64 * 16 * 16 * 128 * 128 * 9, seconds)
 
 
 def training_flops_per_image(model: nn.Module, input_size: tuple[int, int, int], batch_size: int = 8) -> float:

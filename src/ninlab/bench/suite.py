@@ -19,7 +19,7 @@ import time
 import torch
 
 from ninlab._runtime.environment import environment_report
-from ninlab.bench.rates import matmul_flops_per_s
+from ninlab.bench.rates import conv3x3_flops_per_s, matmul_flops_per_s
 from ninlab.bench.rounds import recipe_model, run_round
 from ninlab.bench.training import PIPELINES, BenchConfig, PipelineResult
 
@@ -50,7 +50,8 @@ def bench(config: BenchConfig, rounds: int = 1, inference: bool = False, quiet: 
     round to round through all six (A B C, A C B, B A C, ...). B/A and B/C are medians over every window of every
     round of the ratio of the pipelines' same-numbered windows, which ran seconds apart, so a shared machine's
     changing speed cancels out of them. Each pipeline's images/s is its median window in its median round; the sgemm
-    rate is measured every round, and the sgemm fraction is the median of the rounds' values. Under ``bf16-mixed``
+    rate is measured every round, and the sgemm fraction is the median of the rounds' values; so is a fast fp32 3x3
+    convolution's rate (:func:`conv3x3_flops_per_s`), and B's fraction of it beside. Under ``bf16-mixed``
     the bf16 matrix-multiply rate is measured every round too, and B's fraction of it reported beside.
 
     A line per round on stderr tells how far it got; ``quiet=False`` also shows the pipelines' own output.
@@ -61,12 +62,13 @@ def bench(config: BenchConfig, rounds: int = 1, inference: bool = False, quiet: 
     orders = list(itertools.permutations(names))
     runs: dict[str, list[PipelineResult]] = {name: [] for name in names}
     paired: dict[str, list[float]] = {"ratio_vs_seed_style": [], "ratio_vs_bare_loop": []}
-    fractions, sgemm_rates, bf16_fractions, bf16_rates = [], [], [], []
+    fractions, sgemm_rates, bf16_fractions, bf16_rates, conv_fractions, conv_rates = [], [], [], [], [], []
     for index in range(rounds):
         order = list(orders[index % len(orders)])
         started = time.perf_counter()
         results = run_round(order, config, quiet=quiet)
         sgemm_rates.append(matmul_flops_per_s(torch.float32))
+        conv_rates.append(conv3x3_flops_per_s())
         bf16 = results["ninlab"].precision == "bf16-mixed"
         if bf16:
             bf16_rates.append(matmul_flops_per_s(torch.bfloat16))
@@ -77,6 +79,7 @@ def bench(config: BenchConfig, rounds: int = 1, inference: bool = False, quiet: 
         paired["ratio_vs_seed_style"] += [rate_b / rate_a for rate_b, rate_a in zip(b, a, strict=True)]
         paired["ratio_vs_bare_loop"] += [rate_b / rate_c for rate_b, rate_c in zip(b, c, strict=True)]
         fractions.append(results["ninlab"].achieved_flops_per_s / sgemm_rates[-1])
+        conv_fractions.append(results["ninlab"].achieved_flops_per_s / conv_rates[-1])
         rates = ", ".join(f"{_LETTERS[name]} {results[name].images_per_s:,.0f}" for name in names)
         this_round = {key: statistics.median(values[-len(b) :]) for key, values in paired.items()}
         print(f"round {index + 1}/{rounds} ({' '.join(_LETTERS[name] for name in order)}, "
@@ -102,10 +105,14 @@ def bench(config: BenchConfig, rounds: int = 1, inference: bool = False, quiet: 
         "train_flops_per_image": ninlab.train_flops_per_image,
         "achieved_flops_per_s": ninlab.achieved_flops_per_s,
         "sgemm_flops_per_s": statistics.median(sgemm_rates),
+        "fraction_of_conv3x3": statistics.median(conv_fractions),
+        "fraction_of_conv3x3_per_round": [round(v, 4) for v in conv_fractions],
+        "conv3x3_flops_per_s": statistics.median(conv_rates),
         "time_to_accuracy": {
             "recorded_in": TIME_TO_ACCURACY.get(config.recipe, "docs/benchmarks.md"),
-            "measured_by": f"ninlab fit -c configs/{config.recipe}.yaml --seed_everything N --data.seed N for N = 0, "
-            "1, 2: test_acc and wall_s of each run's summary.json, with the host it records",
+            "measured_by": f"python scripts/time_to_accuracy.py --root DIR --recipes {config.recipe}: ninlab fit -c "
+            f"configs/{config.recipe}.yaml --seed_everything N --data.seed N for N = 0, 1, 2, test_acc and wall_s of "
+            "each run's summary.json, with the host and the load",
         },
         **environment_report(),
     }
@@ -139,6 +146,8 @@ def format_report(report: dict) -> str:
         f"B trains at {report['achieved_flops_per_s'] / 1e9:.1f} GFLOP/s over its timed epoch "
         f"({report['train_flops_per_image'] / 1e6:.1f} MFLOP per image); {report['fraction_of_sgemm']:.2f} of this "
         f"machine's fp32 sgemm ({report['sgemm_flops_per_s'] / 1e9:.1f} GFLOP/s)",
+        f"  and {report['fraction_of_conv3x3']:.2f} of its fp32 3x3 convolution at a fast size "
+        f"({report['conv3x3_flops_per_s'] / 1e9:.1f} GFLOP/s)",
     ]
     if "fraction_of_bf16_gemm" in report:
         native = "native" if report["machine"].get("cpu_native_bf16") else "emulated: no bf16 instructions"
