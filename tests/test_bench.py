@@ -320,3 +320,26 @@ def test_time_to_accuracy_script_runs_each_seed_and_judges_the_target(real_data_
     (row,) = [line for line in result["table"].splitlines() if line.startswith("| fast_fashion_mnist |")]
     assert row.startswith("| fast_fashion_mnist | 32-true | 0, 1 |") and row.endswith("| no |")  # 3 batches: far off
     assert row in capsys.readouterr().out and plot.stat().st_size > 10_000
+
+
+def test_gpu_d2l_seeds_script_records_each_run_on_the_cpu(real_data_dir, tmp_path, monkeypatch, capsys):
+    """scripts/gpu_d2l_seeds.py (the GPU seeds of the d2l recipes, fixed and as written) runs end to end on the CPU.
+
+    The CPU recipes stand in for the GPU ones (same network, optimiser and weights; no compile, no bf16), at 67x67 and
+    a few batches: what is tested is the script's plumbing (summary, metrics, class maps, tables), not the recipe.
+    """
+    script = _load_script("gpu_d2l_seeds")
+    argv = ["gpu_d2l_seeds.py", "--recipes", "d2l_fashion_mnist_fixed", "d2l_fashion_mnist", "--seeds", "0", "--root",
+            str(real_data_dir / "fashion-mnist"), "--out", str(tmp_path), "--extra", "--data.image_size", "67",
+            "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "2",
+            "--trainer.limit_test_batches", "2"]  # fmt: skip
+    monkeypatch.setattr("sys.argv", argv)
+    script.main()
+    fixed, written = json.loads((tmp_path / "results.json").read_text())
+    assert fixed["status"] == written["status"] == "ok" and fixed["steps"] == written["steps"] == 3
+    assert 0 <= fixed["test_acc"] <= 1 and fixed["final_train_loss"] > 0
+    assert fixed["dead_maps_on_test"] == "none (no ReLU)"  # the fix drops the class maps' ReLU
+    assert isinstance(written["dead_maps_on_test"], list) and isinstance(written["classes_never_predicted"], list)
+    table = (tmp_path / "results.md").read_text()
+    assert "| d2l_fashion_mnist_fixed | 0 | ok |" in table and "- d2l_fashion_mnist: test acc" in table
+    assert table in capsys.readouterr().out
