@@ -175,7 +175,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="print each operator's time per step afterwards")
     parser.add_argument("--layout", choices=LAYOUTS, default="channels_last", help="memory layout of the step")
     parser.add_argument("--without", choices=WITHOUT, help="drop the network's BatchNorm or ReLU layers")
-    parser.add_argument("--layers", action="store_true", help="then time each layer alone against the sgemm rate")
+    parser.add_argument("--layers", action="store_true", help="then time each layer alone against the yardsticks")
     args = parser.parse_args()
     if args.allocator == "keep" and not keep_freed_memory():
         parser.error("--allocator keep needs glibc and no MALLOC_*_ / GLIBC_TUNABLES variables")
@@ -184,8 +184,8 @@ def main() -> None:
     for config in args.configs:
         widths, _, batch = config.partition("@")
         before = resource.getrusage(resource.RUSAGE_SELF)
-        batch_size = int(batch or 128)
-        step = training_step([int(w) for w in widths.split("-")], batch_size, args.compile, args.layout, args.without)
+        batch_size, width_list = int(batch or 128), [int(w) for w in widths.split("-")]
+        step = training_step(width_list, batch_size, args.compile, args.layout, args.without)
         rate = images_per_s(step, batch_size, args.steps)
         after = resource.getrusage(resource.RUSAGE_SELF)
         faults, kernel_s = after.ru_minflt - before.ru_minflt, after.ru_stime - before.ru_stime
@@ -193,9 +193,8 @@ def main() -> None:
         if args.profile:
             _print_profile(step)
         if args.layers:
-            rows = layer_times([int(w) for w in widths.split("-")], batch_size, args.layout, args.without)
-            step_ms = 1e3 * batch_size / images_per_s(step, batch_size, args.steps)
-            _print_layers(rows, step_ms, matmul_flops_per_s(), conv3x3_flops_per_s())
+            rows = layer_times(width_list, batch_size, args.layout, args.without)
+            _print_layers(rows, 1e3 * batch_size / rate, matmul_flops_per_s(), conv3x3_flops_per_s())
 
 
 if __name__ == "__main__":

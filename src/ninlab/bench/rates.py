@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -21,6 +22,18 @@ def median_rate(work: float, seconds: list[float]) -> float:
     return statistics.median(work / s for s in seconds)
 
 
+def _call_rate(call: Callable[[], object], flops: float, repeats: int, warmup: int = 2) -> float:
+    """Median FLOP/s of ``repeats`` timed ``call()``s of ``flops`` each, after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        call()
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        seconds.append(time.perf_counter() - start)
+    return median_rate(flops, seconds)
+
+
 def matmul_flops_per_s(dtype: torch.dtype = torch.float32, size: int = 2048, repeats: int = 7) -> float:
     """Median FLOP/s of a ``size`` x ``size`` CPU matrix multiply in ``dtype`` (2 * size**3 FLOPs each), after warm-up.
 
@@ -28,16 +41,10 @@ def matmul_flops_per_s(dtype: torch.dtype = torch.float32, size: int = 2048, rep
     ``bf16-mixed`` (fast only on CPUs with bf16 instructions: AVX512-BF16 or AMX).
     """
     a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-    for _ in range(2):
-        torch.mm(a, b)
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        torch.mm(a, b)
-        seconds.append(time.perf_counter() - start)
-    return median_rate(2.0 * size**3, seconds)
+    return _call_rate(lambda: torch.mm(a, b), 2.0 * size**3, repeats)
 
 
+@torch.no_grad()
 def conv3x3_flops_per_s(repeats: int = 7) -> float:
     """Median FLOP/s of an fp32 3x3 convolution forward, 128 -> 128 channels on 64 channels-last 16 x 16 images
     (2 * 64 * 16 * 16 * 128 * 128 * 9 FLOPs each), after warm-up.
@@ -49,14 +56,7 @@ def conv3x3_flops_per_s(repeats: int = 7) -> float:
     """
     conv = nn.Conv2d(128, 128, 3, padding=1, bias=False).to(memory_format=torch.channels_last)
     x = torch.randn(64, 128, 16, 16).contiguous(memory_format=torch.channels_last)
-    seconds = []
-    with torch.no_grad():
-        for i in range(repeats + 2):  # 2 warm-up calls
-            start = time.perf_counter()
-            conv(x)
-            if i >= 2:
-                seconds.append(time.perf_counter() - start)
-    return median_rate(2.0 * 64 * 16 * 16 * 128 * 128 * 9, seconds)
+    return _call_rate(lambda: conv(x), 2.0 * 64 * 16 * 16 * 128 * 128 * 9, repeats)
 
 
 def training_flops_per_image(model: nn.Module, input_size: tuple[int, int, int], batch_size: int = 8) -> float:

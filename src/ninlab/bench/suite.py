@@ -62,24 +62,23 @@ def bench(config: BenchConfig, rounds: int = 1, inference: bool = False, quiet: 
     orders = list(itertools.permutations(names))
     runs: dict[str, list[PipelineResult]] = {name: [] for name in names}
     paired: dict[str, list[float]] = {"ratio_vs_seed_style": [], "ratio_vs_bare_loop": []}
-    fractions, sgemm_rates, bf16_fractions, bf16_rates, conv_fractions, conv_rates = [], [], [], [], [], []
+    # Per round: B's achieved FLOP/s and each yardstick's rate (the bf16 matrix multiply only under bf16-mixed).
+    achieved: list[float] = []
+    yardsticks: dict[str, list[float]] = {"sgemm": [], "conv3x3": [], "bf16_gemm": []}
     for index in range(rounds):
         order = list(orders[index % len(orders)])
         started = time.perf_counter()
         results = run_round(order, config, quiet=quiet)
-        sgemm_rates.append(matmul_flops_per_s(torch.float32))
-        conv_rates.append(conv3x3_flops_per_s())
-        bf16 = results["ninlab"].precision == "bf16-mixed"
-        if bf16:
-            bf16_rates.append(matmul_flops_per_s(torch.bfloat16))
-            bf16_fractions.append(results["ninlab"].achieved_flops_per_s / bf16_rates[-1])
+        achieved.append(results["ninlab"].achieved_flops_per_s)
+        yardsticks["sgemm"].append(matmul_flops_per_s(torch.float32))
+        yardsticks["conv3x3"].append(conv3x3_flops_per_s())
+        if results["ninlab"].precision == "bf16-mixed":
+            yardsticks["bf16_gemm"].append(matmul_flops_per_s(torch.bfloat16))
         for name in names:
             runs[name].append(results[name])
         a, b, c = (results[name].window_images_per_s for name in ("seed_style", "ninlab", "bare"))
         paired["ratio_vs_seed_style"] += [rate_b / rate_a for rate_b, rate_a in zip(b, a, strict=True)]
         paired["ratio_vs_bare_loop"] += [rate_b / rate_c for rate_b, rate_c in zip(b, c, strict=True)]
-        fractions.append(results["ninlab"].achieved_flops_per_s / sgemm_rates[-1])
-        conv_fractions.append(results["ninlab"].achieved_flops_per_s / conv_rates[-1])
         rates = ", ".join(f"{_LETTERS[name]} {results[name].images_per_s:,.0f}" for name in names)
         this_round = {key: statistics.median(values[-len(b) :]) for key, values in paired.items()}
         print(f"round {index + 1}/{rounds} ({' '.join(_LETTERS[name] for name in order)}, "
@@ -99,15 +98,9 @@ def bench(config: BenchConfig, rounds: int = 1, inference: bool = False, quiet: 
         "peak_rss_mb": {name: round(r.peak_rss_mb, 1) for name, r in results.items()},
         "keeps_freed_memory": {name: r.keeps_freed_memory for name, r in results.items()},
         **{key: statistics.median(values) for key, values in paired.items()},
-        "fraction_of_sgemm": statistics.median(fractions),
         "window_ratios": {key: [round(v, 4) for v in values] for key, values in paired.items()},
-        "fraction_of_sgemm_per_round": [round(v, 4) for v in fractions],
         "train_flops_per_image": ninlab.train_flops_per_image,
         "achieved_flops_per_s": ninlab.achieved_flops_per_s,
-        "sgemm_flops_per_s": statistics.median(sgemm_rates),
-        "fraction_of_conv3x3": statistics.median(conv_fractions),
-        "fraction_of_conv3x3_per_round": [round(v, 4) for v in conv_fractions],
-        "conv3x3_flops_per_s": statistics.median(conv_rates),
         "time_to_accuracy": {
             "recorded_in": TIME_TO_ACCURACY.get(config.recipe, "docs/benchmarks.md"),
             "measured_by": f"python scripts/time_to_accuracy.py --root DIR --recipes {config.recipe}: ninlab fit -c "
@@ -116,10 +109,12 @@ def bench(config: BenchConfig, rounds: int = 1, inference: bool = False, quiet: 
         },
         **environment_report(),
     }
-    if bf16:
-        report["fraction_of_bf16_gemm"] = statistics.median(bf16_fractions)
-        report["fraction_of_bf16_gemm_per_round"] = [round(v, 4) for v in bf16_fractions]
-        report["bf16_gemm_flops_per_s"] = statistics.median(bf16_rates)
+    for name, rates in yardsticks.items():
+        if rates:  # fraction_of_sgemm, fraction_of_sgemm_per_round, sgemm_flops_per_s, and so on
+            fractions = [flops / rate for flops, rate in zip(achieved, rates, strict=True)]
+            report[f"fraction_of_{name}"] = statistics.median(fractions)
+            report[f"fraction_of_{name}_per_round"] = [round(v, 4) for v in fractions]
+            report[f"{name}_flops_per_s"] = statistics.median(rates)
     if inference:
         from ninlab.bench.inference import inference_speed  # onnx export is slow to import; only when asked
 
