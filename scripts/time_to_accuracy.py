@@ -61,7 +61,8 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 def table(runs: list[dict], machine: dict) -> str:
     """The Markdown table: one row per recipe and precision, with the host and the verdict on the targets."""
-    host = (f"{machine['cpu']}, {machine['cpu_count']} cores, cpu_capability {machine['cpu_capability']}, "
+    host = (f"{machine['cpu']} ({machine['cpu_id']}), {machine['cpu_count']} cores, "
+            f"cpu_capability {machine['cpu_capability']}, "
             f"native bf16 {'yes' if machine['cpu_native_bf16'] else 'no'}")  # fmt: skip
     lines = [f"Host: {host}", "", "| recipe | precision | seeds | test acc | fit | load at starts | target | met |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip

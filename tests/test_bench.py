@@ -100,6 +100,8 @@ def test_bench_rounds_vary_order_and_pair_windows(monkeypatch, capsys, precision
     assert report["fraction_of_conv3x3_per_round"] == pytest.approx([0.05, 0.025, 0.0167], abs=1e-4)
     assert "and 0.03 of its fp32 3x3 convolution at a fast size (2.0 GFLOP/s)" in suite.format_report(report)
     assert "medians of 9 paired windows' ratios over 3 round(s)" in suite.format_report(report)
+    machine = report["machine"]  # the first line names the host the figures belong to
+    assert suite.format_report(report).startswith(f"host: {machine['cpu']} ({machine['cpu_id']}), ")
     progress = capsys.readouterr().err.splitlines()  # a line per round, with that round's paired ratios
     assert progress[0].startswith("round 1/3 (A B C, ") and progress[0].endswith("B/A 2.00, B/C 0.952")
     assert [line.split(" (")[0] for line in progress] == ["round 1/3", "round 2/3", "round 3/3"]
@@ -317,6 +319,7 @@ def test_time_to_accuracy_script_runs_each_seed_and_judges_the_target(real_data_
     assert [run["seed"] for run in result["runs"]] == [0, 1]
     assert all(0 < run["fit_s"] <= run["whole_s"] and 0 <= run["test_acc"] <= 1 for run in result["runs"])
     assert result["machine"]["cpu_capability"] and "cpu_native_bf16" in result["machine"]
+    assert f"({result['machine']['cpu_id']})" in result["table"]  # the host line names the CPU's generation
     (row,) = [line for line in result["table"].splitlines() if line.startswith("| fast_fashion_mnist |")]
     assert row.startswith("| fast_fashion_mnist | 32-true | 0, 1 |") and row.endswith("| no |")  # 3 batches: far off
     assert row in capsys.readouterr().out and plot.stat().st_size > 10_000

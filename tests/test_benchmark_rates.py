@@ -1,5 +1,8 @@
 """Benchmark yardsticks: FLOP counts agree with the summary's MACs, and the sgemm rate is a plausible number."""
 
+import re
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -33,5 +36,8 @@ def test_environment_report():
     machine = machine_info()
     assert machine["cpu_count"] >= 1
     assert isinstance(machine["cpu_native_bf16"], bool)
+    # On Linux the vendor and the family/model numbers name the CPU's generation, which "model name" may not.
+    if Path("/proc/cpuinfo").exists():
+        assert re.fullmatch(r"\S+ cpu family \d+ model \d+( stepping \d+)?", machine["cpu_id"]), machine["cpu_id"]
     # The values torch.backends.cpu.get_cpu_capability documents:
     assert machine["cpu_capability"] in {"DEFAULT", "VSX", "Z VECTOR", "NO AVX", "AVX2", "AVX512", "SVE256"}

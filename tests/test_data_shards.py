@@ -154,6 +154,33 @@ def test_data_module_takes_classes_size_and_stats_from_the_index(packed):
     assert len(data.val_dataloader()) == 4 and len(data.test_dataloader()) == 4
 
 
+def test_a_dropped_unfinished_pass_stops_its_workers_at_once(packed):
+    """Dropping a loader in the middle of a pass (an interrupted fit, a first batch looked at) ends its workers then.
+
+    No reference cycle may tie the pass to its loader: freed only by the garbage collector, the pass's queues went
+    before its shutdown reached the workers, and PyTorch waited 5 s for each worker before killing it.
+    """
+    import gc
+    import weakref
+
+    from ninlab.data import ImageDataModule
+
+    data = ImageDataModule("shards", root=str(packed), batch_size=16, num_workers=2)
+    data.setup("fit")
+    gc.disable()  # what is freed below must be freed by reference counting alone
+    try:
+        for make in (data.train_dataloader, data.val_dataloader):
+            loader = make()
+            batches = iter(loader)
+            next(batches)
+            assert len(multiprocessing.active_children()) == 2
+            dropped = weakref.ref(loader)
+            del loader, batches
+            assert dropped() is None and multiprocessing.active_children() == []
+    finally:
+        gc.enable()
+
+
 def _fit(packed: Path, runs: Path, *extra: str) -> list[str]:
     # The model summary is turned off only to keep the output short; it cannot affect what is streamed. The default
     # recipe's progressive resizing is off because the recorder reads each image's id from its pixels, which a resize

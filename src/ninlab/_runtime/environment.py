@@ -26,16 +26,32 @@ def versions() -> dict[str, str]:
     return found
 
 
-def _cpu_model() -> str:
-    # platform.processor() is empty on most Linux systems; /proc/cpuinfo names the CPU.
+def _cpuinfo_fields() -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo (empty where there is none, e.g. on macOS)."""
+    fields: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as cpuinfo:
             for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                if not line.strip():
+                    break  # the end of the first processor's block
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return fields
+
+
+def _cpu_model(fields: dict[str, str]) -> str:
+    # platform.processor() is empty on most Linux systems; /proc/cpuinfo names the CPU.
+    return fields.get("model name") or platform.processor() or platform.machine()
+
+
+def _cpu_id(fields: dict[str, str]) -> str:
+    # Virtual machines often name CPUs of different generations alike ("AMD EPYC" for a Zen 4 and a Zen 5 host, on
+    # which the default recipe's fit took 120 and 69 s, docs/benchmarks.md#hosts); vendor, family and model do not.
+    keys = ("cpu family", "model", "stepping")
+    parts = [fields.get("vendor_id", ""), *(f"{key} {fields[key]}" for key in keys if key in fields)]
+    return " ".join(part for part in parts if part) or "unknown"
 
 
 def cpu_has_native_bf16() -> bool:
@@ -44,11 +60,13 @@ def cpu_has_native_bf16() -> bool:
 
 
 def machine_info() -> dict[str, object]:
-    """The machine: OS, CPU model and the instruction set torch's kernels use, usable cores, torch threads, the
-    allocator setting, and the GPU if there is one."""
+    """The machine: OS, CPU model and identity (vendor, family, model), the instruction set torch's kernels use,
+    usable cores, torch threads, the allocator setting, and the GPU if there is one."""
+    fields = _cpuinfo_fields()
     info: dict[str, object] = {
         "platform": platform.platform(),
-        "cpu": _cpu_model(),
+        "cpu": _cpu_model(fields),
+        "cpu_id": _cpu_id(fields),  # e.g. "AuthenticAMD cpu family 25 model 17 stepping 1"
         # e.g. "AVX2" or "AVX512": hosts sold under one CPU name differ here, and so do their kernels' speeds.
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpu_native_bf16": cpu_has_native_bf16(),

@@ -125,7 +125,12 @@ def bench(config: BenchConfig, rounds: int = 1, inference: bool = False, quiet: 
 def format_report(report: dict) -> str:
     """The report as a short plain-text table."""
     names = {"seed_style": "seed-style (per-sample Dataset, NCHW)", "ninlab": "ninlab fit", "bare": "bare PyTorch loop"}
-    lines = [f"{'pipeline':<42}{'img/s (median)':>15}{'epoch img/s':>13}{'peak RSS MB':>13}  precision  allocator"]
+    machine = report["machine"]
+    bf16 = "native bf16" if machine["cpu_native_bf16"] else "no native bf16"
+    host = (f"host: {machine['cpu']} ({machine['cpu_id']}), {machine['cpu_count']} cores, cpu_capability "
+            f"{machine['cpu_capability']}, {bf16}; torch {report['versions']['torch']}")  # fmt: skip
+    header = f"{'pipeline':<42}{'img/s (median)':>15}{'epoch img/s':>13}{'peak RSS MB':>13}  precision  allocator"
+    lines = [host, header]
     for key, description in names.items():
         label = f"{_LETTERS[key]} {description}"
         allocator = "keeps freed memory" if report["keeps_freed_memory"][key] else "default"
