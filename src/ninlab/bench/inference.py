@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,21 +15,15 @@ import numpy as np
 import onnxruntime
 import torch
 
+from ninlab.bench.rates import call_seconds
 from ninlab.inference.export import export_onnx
 from ninlab.training.module import NiNClassifier
 
 __all__ = ["inference_speed"]
 
 
-def _median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        seconds.append(time.perf_counter() - start)
-    return statistics.median(seconds)
+def _median_seconds(fn: Callable[[], object], repeats: int) -> float:
+    return statistics.median(call_seconds(fn, repeats, warmup=3))
 
 
 def inference_speed(model: NiNClassifier, batch_size: int = 256, repeats: int = 7) -> dict[str, float]:

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["conv3x3_flops_per_s", "matmul_flops_per_s", "median_rate", "training_flops_per_image"]
+__all__ = ["call_seconds", "conv3x3_flops_per_s", "matmul_flops_per_s", "median_rate", "training_flops_per_image"]
 
 
 def median_rate(work: float, seconds: list[float]) -> float:
@@ -22,8 +22,8 @@ def median_rate(work: float, seconds: list[float]) -> float:
     return statistics.median(work / s for s in seconds)
 
 
-def _call_rate(call: Callable[[], object], flops: float, repeats: int, warmup: int = 2) -> float:
-    """Median FLOP/s of ``repeats`` timed ``call()``s of ``flops`` each, after ``warmup`` untimed ones."""
+def call_seconds(call: Callable[[], object], repeats: int, warmup: int = 2) -> list[float]:
+    """Seconds of each of ``repeats`` timed ``call()``s, after ``warmup`` untimed ones."""
     for _ in range(warmup):
         call()
     seconds = []
@@ -31,7 +31,12 @@ def _call_rate(call: Callable[[], object], flops: float, repeats: int, warmup: i
         start = time.perf_counter()
         call()
         seconds.append(time.perf_counter() - start)
-    return median_rate(flops, seconds)
+    return seconds
+
+
+def _call_rate(call: Callable[[], object], flops: float, repeats: int) -> float:
+    """Median FLOP/s of ``repeats`` timed ``call()``s of ``flops`` each, after warm-up."""
+    return median_rate(flops, call_seconds(call, repeats))
 
 
 def matmul_flops_per_s(dtype: torch.dtype = torch.float32, size: int = 2048, repeats: int = 7) -> float:
