@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from ninlab._runtime.environment import environment_report
+from ninlab._runtime.environment import describe_host, environment_report
 from ninlab.training.lightning_cli import recipe_path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,9 +61,7 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 def table(runs: list[dict], machine: dict) -> str:
     """The Markdown table: one row per recipe and precision, with the host and the verdict on the targets."""
-    host = (f"{machine['cpu']} ({machine['cpu_id']}), {machine['cpu_count']} cores, "
-            f"cpu_capability {machine['cpu_capability']}, "
-            f"native bf16 {'yes' if machine['cpu_native_bf16'] else 'no'}")  # fmt: skip
+    host = describe_host(machine)
     lines = [f"Host: {host}", "", "| recipe | precision | seeds | test acc | fit | load at starts | target | met |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
     groups: dict[tuple[str, str], list[dict]] = {}

@@ -30,7 +30,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ninlab import create_model
-from ninlab._runtime.environment import machine_info
+from ninlab._runtime.environment import describe_host, machine_info
 from ninlab._runtime.host_allocator import keep_freed_memory
 from ninlab.bench.rates import conv3x3_flops_per_s, matmul_flops_per_s
 
@@ -180,10 +180,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.allocator == "keep" and not keep_freed_memory():
         parser.error("--allocator keep needs glibc and no MALLOC_*_ / GLIBC_TUNABLES variables")
-    machine = machine_info()
-    print(f"{machine['cpu']} ({machine['cpu_id']}), cpu_capability {machine['cpu_capability']}, native bf16 "
-          f"{'yes' if machine['cpu_native_bf16'] else 'no'}; torch {torch.__version__}, {torch.get_num_threads()} "
-          f"threads, allocator {args.allocator}, {args.layout}, without {args.without or 'nothing'}")  # fmt: skip
+    print(f"{describe_host(machine_info())}; torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"allocator {args.allocator}, {args.layout}, without {args.without or 'nothing'}")  # fmt: skip
     for config in args.configs:
         widths, _, batch = config.partition("@")
         before = resource.getrusage(resource.RUSAGE_SELF)

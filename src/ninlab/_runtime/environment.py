@@ -12,7 +12,7 @@ import torch
 from ninlab._runtime.host_allocator import freed_memory_kept
 from ninlab._runtime.library_internals import torch_cpu_has_native_bf16
 
-__all__ = ["cpu_has_native_bf16", "environment_report", "machine_info", "versions"]
+__all__ = ["cpu_has_native_bf16", "describe_host", "environment_report", "machine_info", "versions"]
 
 
 def versions() -> dict[str, str]:
@@ -78,6 +78,15 @@ def machine_info() -> dict[str, object]:
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
+
+
+def describe_host(machine: dict) -> str:
+    """One line naming the CPU a figure was measured on, from :func:`machine_info`'s record: model and identity,
+    cores, torch's instruction set and native bf16, e.g. ``AMD EPYC (AuthenticAMD cpu family 25 model 17 stepping 1),
+    2 cores, cpu_capability AVX512, native bf16 yes``."""
+    bf16 = "yes" if machine["cpu_native_bf16"] else "no"
+    return (f"{machine['cpu']} ({machine['cpu_id']}), {machine['cpu_count']} cores, "
+            f"cpu_capability {machine['cpu_capability']}, native bf16 {bf16}")  # fmt: skip
 
 
 def environment_report(accelerator: str | None = None) -> dict[str, dict]:

@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from ninlab._runtime.environment import environment_report
+from ninlab._runtime.environment import describe_host, environment_report
 from ninlab.bench.rates import conv3x3_flops_per_s, matmul_flops_per_s
 from ninlab.bench.rounds import recipe_model, run_round
 from ninlab.bench.training import PIPELINES, BenchConfig, PipelineResult
@@ -125,10 +125,7 @@ def bench(config: BenchConfig, rounds: int = 1, inference: bool = False, quiet: 
 def format_report(report: dict) -> str:
     """The report as a short plain-text table."""
     names = {"seed_style": "seed-style (per-sample Dataset, NCHW)", "ninlab": "ninlab fit", "bare": "bare PyTorch loop"}
-    machine = report["machine"]
-    bf16 = "native bf16" if machine["cpu_native_bf16"] else "no native bf16"
-    host = (f"host: {machine['cpu']} ({machine['cpu_id']}), {machine['cpu_count']} cores, cpu_capability "
-            f"{machine['cpu_capability']}, {bf16}; torch {report['versions']['torch']}")  # fmt: skip
+    host = f"host: {describe_host(report['machine'])}; torch {report['versions']['torch']}"
     header = f"{'pipeline':<42}{'img/s (median)':>15}{'epoch img/s':>13}{'peak RSS MB':>13}  precision  allocator"
     lines = [host, header]
     for key, description in names.items():
