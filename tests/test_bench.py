@@ -1,8 +1,10 @@
 """`ninlab bench` at a tiny size: it runs end to end on real data and reports every figure the issue names."""
 
+import gzip
 import importlib.util
 import itertools
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -143,11 +145,31 @@ def test_bench_rejects_bad_sizes(capsys):
     assert exit_.value.code == 2 and "invalid choice: '16-mixed'" in capsys.readouterr().err
 
 
-def test_bench_reports_a_pipeline_error_in_one_line(capsys):
-    """An error inside a pipeline's process reaches the command line as the same ninlab error, not a traceback."""
-    assert main(["bench", "--recipe", "nosuch", "--limit", "256", "--epochs", "1", "--windows", "2"]) == 2
+def test_bench_refuses_an_unknown_recipe_before_any_pipeline_starts(monkeypatch, capsys):
+    """A misspelt recipe is one line at once, not after the pipelines before the one that reads it have trained."""
+
+    def no_round(*args, **kwargs):
+        raise AssertionError("a pipeline was started")
+
+    monkeypatch.setattr("ninlab.bench.suite.run_round", no_round)
+    assert main(["bench", "--recipe", "nosuch"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "no recipe 'nosuch'" in err[0], err
+    assert len(err) == 1 and "no recipe 'nosuch'; ninlab ships: " in err[0], err
+
+
+def test_bench_reports_a_pipeline_error_in_one_line(tmp_path, capsys):
+    """An error inside a pipeline's process (here: a damaged dataset file, found when the first pipeline loads it)
+    reaches the command line as the same ninlab error, not a traceback."""
+    for name in (
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ):
+        (tmp_path / f"{name}.gz").write_bytes(b"not a gzip file")
+    assert main(["bench", "--data.root", str(tmp_path), "--limit", "256", "--epochs", "1", "--windows", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "train-images-idx3-ubyte.gz: expected a readable gzip IDX file" in err[0], err
 
 
 @pytest.mark.parametrize(("layout", "without"), [("channels_last", None), ("nchw", "batchnorm"), ("nchw", "relu")])
@@ -330,19 +352,31 @@ def test_gpu_d2l_seeds_script_records_each_run_on_the_cpu(real_data_dir, tmp_pat
 
     The CPU recipes stand in for the GPU ones (same network, optimiser and weights; no compile, no bf16), at 67x67 and
     a few batches: what is tested is the script's plumbing (summary, metrics, class maps, tables), not the recipe.
+    The test split is the official one's first 512 images, so that the script's pass over every test image for the
+    class maps takes seconds, not most of a minute, at 67x67 on a 2-core CPU.
     """
+    from conftest import idx_bytes
+
+    root = tmp_path / "fashion-mnist"
+    root.mkdir()
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"):
+        shutil.copy(real_data_dir / "fashion-mnist" / f"{name}.gz", root)
+    for name, header in (("t10k-images-idx3-ubyte", 16), ("t10k-labels-idx1-ubyte", 8)):
+        data = gzip.decompress((real_data_dir / "fashion-mnist" / f"{name}.gz").read_bytes())
+        array = np.frombuffer(data[header:], np.uint8).reshape(10_000, *((28, 28) if header == 16 else ()))
+        (root / f"{name}.gz").write_bytes(gzip.compress(idx_bytes(array[:512])))
     script = _load_script("gpu_d2l_seeds")
     argv = ["gpu_d2l_seeds.py", "--recipes", "d2l_fashion_mnist_fixed", "d2l_fashion_mnist", "--seeds", "0", "--root",
-            str(real_data_dir / "fashion-mnist"), "--out", str(tmp_path), "--extra", "--data.image_size", "67",
+            str(root), "--out", str(tmp_path / "runs"), "--extra", "--data.image_size", "67",
             "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "2",
             "--trainer.limit_test_batches", "2"]  # fmt: skip
     monkeypatch.setattr("sys.argv", argv)
     script.main()
-    fixed, written = json.loads((tmp_path / "results.json").read_text())
+    fixed, written = json.loads((tmp_path / "runs" / "results.json").read_text())
     assert fixed["status"] == written["status"] == "ok" and fixed["steps"] == written["steps"] == 3
     assert 0 <= fixed["test_acc"] <= 1 and fixed["final_train_loss"] > 0
     assert fixed["dead_maps_on_test"] == "none (no ReLU)"  # the fix drops the class maps' ReLU
     assert isinstance(written["dead_maps_on_test"], list) and isinstance(written["classes_never_predicted"], list)
-    table = (tmp_path / "results.md").read_text()
+    table = (tmp_path / "runs" / "results.md").read_text()
     assert "| d2l_fashion_mnist_fixed | 0 | ok |" in table and "- d2l_fashion_mnist: test acc" in table
     assert table in capsys.readouterr().out

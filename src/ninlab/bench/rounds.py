@@ -11,6 +11,7 @@ import contextlib
 import multiprocessing
 import os
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import asdict
 from multiprocessing.connection import Connection
@@ -118,14 +119,19 @@ def run_round(names: list[str], config: BenchConfig, quiet: bool = True) -> dict
             process.join()  # it exits by itself, so its finalizers run (tqdm's semaphore is released)
         return results
     finally:
-        for _, process, conn in workers:
+        # After an error: every process still running is told to stop at once, and all get the same 5 s to exit (a
+        # process still importing reads the message only when it is done) before they are killed.
+        running = [(process, conn) for _, process, conn in workers if process.is_alive()]
+        for _, conn in running:
+            with contextlib.suppress(OSError):
+                conn.send(_STOP)
+        deadline = time.monotonic() + 5
+        for process, _ in running:
+            process.join(max(0.0, deadline - time.monotonic()))
             if process.is_alive():
-                with contextlib.suppress(OSError):
-                    conn.send(_STOP)
-                process.join(5)
-                if process.is_alive():
-                    process.kill()
-                    process.join()
+                process.kill()
+                process.join()
+        for _, _, conn in workers:
             conn.close()
 
 
