@@ -356,14 +356,15 @@ def test_gpu_d2l_seeds_script_records_each_run_on_the_cpu(real_data_dir, tmp_pat
     class maps takes seconds, not most of a minute, at 67x67 on a 2-core CPU.
     """
     from conftest import idx_bytes
+    from ninlab.data.idx import decode_idx, read_idx_bytes
 
     root = tmp_path / "fashion-mnist"
     root.mkdir()
     for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"):
         shutil.copy(real_data_dir / "fashion-mnist" / f"{name}.gz", root)
-    for name, header in (("t10k-images-idx3-ubyte", 16), ("t10k-labels-idx1-ubyte", 8)):
-        data = gzip.decompress((real_data_dir / "fashion-mnist" / f"{name}.gz").read_bytes())
-        array = np.frombuffer(data[header:], np.uint8).reshape(10_000, *((28, 28) if header == 16 else ()))
+    for name, ndim in (("t10k-images-idx3-ubyte", 3), ("t10k-labels-idx1-ubyte", 1)):
+        official = real_data_dir / "fashion-mnist" / f"{name}.gz"
+        array = decode_idx(read_idx_bytes(official), official, ndim)
         (root / f"{name}.gz").write_bytes(gzip.compress(idx_bytes(array[:512])))
     script = _load_script("gpu_d2l_seeds")
     argv = ["gpu_d2l_seeds.py", "--recipes", "d2l_fashion_mnist_fixed", "d2l_fashion_mnist", "--seeds", "0", "--root",

@@ -13,7 +13,6 @@ from ninlab._runtime.atomic import atomic_open
 from ninlab.bench.suite import bench, format_report
 from ninlab.bench.training import PRECISIONS, BenchConfig
 from ninlab.errors import ConfigError
-from ninlab.training.lightning_cli import recipe_path
 
 __all__ = ["add_arguments", "run"]
 
@@ -60,9 +59,6 @@ def run(args: argparse.Namespace) -> int:
     if min(args.limit, args.epochs, args.windows, args.rounds) < 1:
         raise ConfigError(f"--limit, --epochs, --windows and --rounds must be >= 1, got {args.limit}, {args.epochs}, "
                           f"{args.windows}, {args.rounds}")  # fmt: skip
-    # A misspelt recipe is refused here, at once, rather than inside the first pipeline that reads it, after the
-    # pipelines before it in the round have trained (35 s for `--recipe nosuch` on a 2-core Zen 3).
-    recipe_path(args.recipe)
     if args.threads is not None:
         # Inherited by the pipeline processes, which start fresh interpreters.
         os.environ["OMP_NUM_THREADS"] = str(args.threads)

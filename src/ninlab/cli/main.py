@@ -20,23 +20,19 @@ from ninlab.training import SUBCOMMANDS
 __all__ = ["main"]
 
 COMMANDS = {
-    "summary": "layer-by-layer shapes, parameters and MACs of a model",
-    "datasets": "where each dataset was found, its size and checksum status",
-    "pack": "pack an image folder or dataset into shards for streaming",
-    "export": "export a checkpoint to ONNX, verified against PyTorch",
-    "predict-images": "top-k classes of image files or folders",
-    "explain": "class maps: where the network finds each class in images",
-    "models": "the NiN variants and the trained weights ninlab ships",
-    "bench": "training throughput: seed-style vs ninlab vs a bare loop",
+    "summary": ("summary", "layer-by-layer shapes, parameters and MACs of a model"),
+    "datasets": ("datasets", "where each dataset was found, its size and checksum status"),
+    "pack": ("pack", "pack an image folder or dataset into shards for streaming"),
+    "export": ("export", "export a checkpoint to ONNX, verified against PyTorch"),
+    "predict-images": ("predict", "top-k classes of image files or folders"),
+    "explain": ("explain", "class maps: where the network finds each class in images"),
+    "models": ("models", "the NiN variants and the trained weights ninlab ships"),
+    "bench": ("bench", "training throughput: seed-style vs ninlab vs a bare loop"),
 }
-"""ninlab's own commands and their help. Each lives in ``ninlab.cli.<name>`` (``predict-images``: ``predict``), with
-``add_arguments(parser)`` and ``run(args) -> exit code``."""
-
-
-def _command_module(name: str) -> ModuleType:
-    # Only the command being run is imported: five of them import Lightning, which on a 2-core Zen 3 took ~5.5 s of
-    # the 11 s that `ninlab models` and `ninlab --help` spent when every command's module was imported (now ~4 s).
-    return importlib.import_module(f"ninlab.cli.{'predict' if name == 'predict-images' else name}")
+"""ninlab's own commands: name -> (its module under ``ninlab.cli``, with ``add_arguments(parser)`` and
+``run(args) -> exit code``; its help). Only the command being run is imported: five of them import Lightning, which
+on a 2-core Zen 3 took ~5.5 s of the 11 s that `ninlab models` and `ninlab --help` spent when every command's module
+was imported (now ~4 s)."""
 
 
 def _build_parser(argv: Sequence[str]) -> tuple[argparse.ArgumentParser, ModuleType | None]:
@@ -50,8 +46,8 @@ def _build_parser(argv: Sequence[str]) -> tuple[argparse.ArgumentParser, ModuleT
     parser.add_argument("--verbose", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     chosen = next((arg for arg in argv if not arg.startswith("-")), None)
-    module = _command_module(chosen) if chosen in COMMANDS else None
-    for name, help_text in COMMANDS.items():
+    module = importlib.import_module(f"ninlab.cli.{COMMANDS[chosen][0]}") if chosen in COMMANDS else None
+    for name, (_, help_text) in COMMANDS.items():
         command_parser = sub.add_parser(name, help=help_text, description=help_text)
         if name == chosen:
             module.add_arguments(command_parser)
