@@ -152,6 +152,7 @@ def test_data_module_takes_classes_size_and_stats_from_the_index(packed):
     assert [label == i % 2 for label, i in zip(labels.tolist(), _ids(images), strict=True)] == [True] * 16
     # No test split was packed: the final evaluation uses the packed val split, as a folder without test/ does.
     assert len(data.val_dataloader()) == 4 and len(data.test_dataloader()) == 4
+    assert data.test_stand_in == "the packed val split"  # what ninlab fit's accuracy line then names
 
 
 def test_a_dropped_unfinished_pass_stops_its_workers_at_once(packed):

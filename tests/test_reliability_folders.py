@@ -6,6 +6,7 @@ callback); only the network is shrunk (``nin_fast`` 8-8-16) so a fit takes secon
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Callable
@@ -185,18 +186,22 @@ def test_layout_trains_and_evaluates(layout, tmp_path, capsys, caplog, monkeypat
         monkeypatch.setattr(decode_module, "usable_cores", lambda: 2)
     caplog.set_level(logging.INFO)  # Lightning's info lines go to the stderr it saw at import: read them here
     assert main(fit(root, tmp_path / "runs")) == 0
-    assert "test accuracy" in capsys.readouterr().out
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("test accuracy")]
     (run,) = (tmp_path / "runs").glob("*/*/")
+    recorded = json.loads((run / "summary.json").read_text())["test_split"]
     assert (run / "confusion_matrix.png").is_file()
     checkpoint = torch.load(next(run.rglob("last.ckpt")), weights_only=True)
     assert checkpoint["hyper_parameters"]["class_names"] == ["ant", "bee", "cat"]
     said = "\n".join(caplog.messages)
+    # Without test/, the accuracy printed and recorded names what it was measured on: not an independent test.
     if layout == "train+val":
         assert f"{root}: no test/ folder; the final evaluation uses {root / 'val'} (6 images" in said
+        assert recorded == str(root / "val") and f" on {root / 'val'} (no test split: also the validation" in line
     elif layout == "classes":
         assert f"{root}: no test/ folder; the final evaluation uses the images held out of {root}" in said
+        assert recorded.startswith(f"the images held out of {root}") and f" on {recorded} (no test split" in line
     else:
-        assert "no test/ folder" not in said
+        assert "no test/ folder" not in said and recorded == "test" and "no test split" not in line
 
 
 def test_hostile_but_valid_images_train_and_predict(tmp_path, capsys):

@@ -150,7 +150,8 @@ class ImageDataModule(EvaluationSplits, DeviceBatches, L.LightningDataModule):
         self.folder_image_size, self.channels, self.predict_root = folder_image_size, channels, predict_root
         self.predict_files: list[Path] = []
         self._splits: dict[str, IndexBatches | None] = {}
-        self._said_val_tests = False  # the "no test split packed" line, once
+        self.test_stand_in: str | None = None
+        """What the final evaluation reads in place of a missing test split (set when it is first chosen), else None."""
 
     # --- what the model needs at build time (loads the training split, from the cache after the first time) ---
 

@@ -3,7 +3,8 @@ fixed sample of images per class.
 
 A mixin of :class:`ninlab.data.ImageDataModule`, kept apart so the module's loading and loaders read on their own.
 An image folder without ``test/`` is evaluated on its ``val/`` folder or the images held out of ``train/``; a pack
-without a test split on its packed val split; each says so in one info line.
+without a test split on its packed val split; each says so in one info line, and ``test_stand_in`` names what was
+used, so that the accuracy ``ninlab fit`` prints and records is not mistaken for an independent test.
 """
 
 from __future__ import annotations
@@ -48,16 +49,17 @@ class EvaluationSplits:
         used = self._folder_splits["val"] if own_val else f"the images held out of {self.root} (--data.val_size)"
         rank_zero_info(f"{self.root}: no test/ folder; the final evaluation uses {used} ({len(data):,} images, also "
                        "the validation split: not an independent test)")  # fmt: skip
+        self.test_stand_in = str(used)
         return data
 
     def _packed_test_split(self) -> str:
         """The packed split the final evaluation uses: ``test``, else ``val`` (said once, as for folders)."""
         if self._packed.has("test") or not self._packed.has("val"):
             return "test"
-        if not self._said_val_tests:
+        if self.test_stand_in is None:  # said once
             rank_zero_info(f"{self.root}: no test split packed; the final evaluation uses the packed val split "
                            "(also the validation split: not an independent test)")  # fmt: skip
-            self._said_val_tests = True
+            self.test_stand_in = "the packed val split"
         return "val"
 
     def sample_images(self, split: str, per_class: int, max_classes: int) -> tuple[torch.Tensor, torch.Tensor]:

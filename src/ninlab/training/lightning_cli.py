@@ -232,7 +232,9 @@ class NinlabCLI(CheckpointPathHook, LightningCLI):
         accuracy = results[0]["test/acc"] if results else float("nan")
         if trainer.is_global_zero:
             tested = trainer.ckpt_path or (checkpoint.best_model_path if ckpt_path else "last weights")  # spawn: None
-            print(f"test accuracy {accuracy:.4f} ({tested}); run: {RunReport.run_dir(trainer)}")
+            stand_in = RunReport.test_stand_in(trainer)
+            on = f" on {stand_in} (no test split: also the validation split)" if stand_in else ""
+            print(f"test accuracy {accuracy:.4f}{on} ({tested}); run: {RunReport.run_dir(trainer)}")
 
 
 def training_callbacks() -> list:

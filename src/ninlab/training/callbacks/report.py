@@ -56,6 +56,12 @@ class RunReport(Callback):
         logger = trainer.loggers[0] if trainer.loggers else None
         return Path(getattr(logger, "log_dir", None) or trainer.default_root_dir)
 
+    @staticmethod
+    def test_stand_in(trainer: Trainer) -> str | None:
+        """What the trainer's data module evaluated in place of a missing test split (an image folder without
+        ``test/``, a pack without a test split), or None where it has a test split of its own."""
+        return getattr(getattr(trainer, "datamodule", None), "test_stand_in", None)
+
     def _update_summary(self, trainer: Trainer, pl_module: LightningModule, values: dict[str, Any]) -> Path:
         path = self.run_dir(trainer) / "summary.json"
         summary = json.loads(path.read_text()) if path.is_file() else {}
@@ -144,9 +150,11 @@ class RunReport(Callback):
             "test_acc_top5": _scalar(metrics, "test/acc_top5"),
             "test_loss": _scalar(metrics, "test/loss"),
             "test_images": int(confusion.sum()),
+            "test_split": self.test_stand_in(trainer) or "test",
             "test_wall_s": round(time.perf_counter() - self._test_start, 1),
             "tested_checkpoint": trainer.ckpt_path,
         }
         self._update_summary(trainer, pl_module, values)
+        what = "test" if values["test_split"] == "test" else "validation (no test split)"
         plot_confusion_matrix(confusion, pl_module.class_names, self.run_dir(trainer) / "confusion_matrix.png",
-                              title=f"{pl_module.hparams.model}: test accuracy {values['test_acc']:.4f}")  # fmt: skip
+                              title=f"{pl_module.hparams.model}: {what} accuracy {values['test_acc']:.4f}")  # fmt: skip
