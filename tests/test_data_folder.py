@@ -6,6 +6,7 @@ import io
 import os
 import re
 import struct
+import warnings
 import zlib
 from pathlib import Path
 
@@ -50,6 +51,18 @@ def test_16_bit_grey_png_is_scaled_not_clipped(tmp_path):
     assert pixels.shape == (1, 4, 4) and pixels[0, 0].tolist() == [0, 1, 128, 255]
     ramp = save(tmp_path / "ramp.png", Image.fromarray((np.arange(4096).reshape(64, 64) * 16).astype(np.uint16)))
     assert (decode_image(ramp, 1, (64, 64)) == 255).mean() < 0.01  # Pillow's convert("L") makes 99.6% of it 255
+
+
+def test_images_for_prediction_become_tensors_without_a_warning(tmp_path):
+    """``ninlab predict-images`` and ``explain`` turn each decoded image into a tensor as it is: a read-only array
+    (NumPy's view of Pillow's bytes) made PyTorch warn on every run that writing to the tensor was undefined."""
+    from ninlab.data.images import load_images_unresized
+
+    path = save(tmp_path / "shirt.jpg", Image.new("RGB", (5, 7), (10, 20, 30)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        (image,), files = load_images_unresized([path], 3)
+    assert image.shape == (1, 3, 7, 5) and files == [path] and decode_image(path, 1, (7, 5)).flags.writeable
 
 
 @pytest.mark.parametrize("mode", ["I;16B", "I"])

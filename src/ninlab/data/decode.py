@@ -116,7 +116,7 @@ def decode_image(path: str | os.PathLike, channels: int, size: Size) -> np.ndarr
             image = _to_mode(image, "L" if channels == 1 else "RGB", path)
             if image.size != (width, height):
                 image = image.resize((width, height), Image.Resampling.BILINEAR)
-            pixels = np.asarray(image)
+            pixels = np.array(image)  # writable (np.asarray's view of Pillow's bytes is not): torch takes it as is
         except (OSError, ValueError, SyntaxError, KeyError) as error:
             raise DataError(
                 f"{path}: expected a decodable image, found {error}; the file is damaged, re-export it"
