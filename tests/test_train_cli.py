@@ -167,6 +167,17 @@ def test_export_leaves_no_file_when_onnxruntime_disagrees(trained_run, tmp_path,
     assert list(tmp_path.iterdir()) == []
 
 
+def test_export_of_a_network_with_large_logits_is_judged_by_their_size(trained_run, tmp_path):
+    """A barely trained network can have logits in the thousands (a CIFAR-10 NiN after one epoch: up to 3,700):
+    float32 rounding alone then differs by more than 1e-4, and the export must not be refused for it."""
+    model = load_classifier(trained_run / "checkpoints" / "last.ckpt")
+    with torch.no_grad():
+        last_conv = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+        last_conv.weight.mul_(1e4)  # logits 1e4 times as large, their rounding with them
+    diff = export_onnx(model, tmp_path / "model.onnx")
+    assert (tmp_path / "model.onnx").is_file() and diff > 1e-4  # above the absolute tolerance alone
+
+
 def test_predict_images_prints_top_k(trained_run, tmp_path, capsys):
     folder = tmp_path / "images"
     folder.mkdir()
