@@ -85,6 +85,17 @@ def test_explain_refuses_to_overwrite(checkpoint, images, tmp_path, capsys):
     assert (out / "one.png").read_bytes() == before  # the same figure again: deterministic
 
 
+def test_an_output_named_like_a_figure_is_refused_not_made_a_folder(checkpoint, images, tmp_path, capsys):
+    """``-o maps.png`` made a folder called maps.png; a folder of that name that exists is still used."""
+    assert main(["explain", checkpoint, str(images / "one.png"), "-o", str(tmp_path / "maps.png")]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "is a folder" in line and "maps.png" in line and f"-o {tmp_path / 'maps'}" in line
+    assert not (tmp_path / "maps.png").exists()
+    (tmp_path / "old.png").mkdir()
+    assert main(["explain", checkpoint, str(images / "one.png"), "-o", str(tmp_path / "old.png")]) == 0
+    assert [p.name for p in (tmp_path / "old.png").iterdir()] == ["one.png"]
+
+
 @pytest.mark.parametrize("case", ["no class maps", "unknown pretrained", "damaged image", "no checkpoint"])
 def test_bad_input_is_one_line_and_writes_nothing(case, checkpoint, images, tmp_path, capsys, monkeypatch):
     out = tmp_path / "out"

@@ -14,7 +14,8 @@ __all__ = ["add_arguments", "run"]
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``ninlab explain``."""
     add_model_and_images_arguments(parser, "explain")
-    parser.add_argument("-o", "--output", default="class_maps", help="folder for the figures (default class_maps)")
+    parser.add_argument("-o", "--output", default="class_maps", help="folder for the figures, one PNG per image "
+                        "(default class_maps)")  # fmt: skip
     parser.add_argument("-k", "--top-k", type=int, default=3, help="classes whose maps each figure shows (default 3)")
     parser.add_argument("--grid", action="store_true", help="also write grid.png: images x classes, like the NiN "
                         "paper's Figure 4")  # fmt: skip

@@ -20,6 +20,7 @@ import torch
 from matplotlib.figure import Figure
 
 from ninlab._runtime.atomic import atomic_open
+from ninlab.data.decode import IMAGE_SUFFIXES
 from ninlab.errors import ConfigError
 from ninlab.inference.predict import network_inputs, read_images
 from ninlab.models.class_maps import class_maps, network_of, upsample_maps
@@ -111,11 +112,14 @@ def explain_files(
         DataError: An image cannot be read (nothing is written).
     """
     network_of(model)  # refuse a network without class maps before reading a single image
+    out = Path(output)
+    if out.suffix.lower() in (*IMAGE_SUFFIXES, ".pdf", ".svg") and not out.is_dir():  # else a folder named maps.png
+        raise ConfigError(f"the output of explain is a folder (one figure per image, named after it), found the file "
+                          f"name {str(output)!r}; pass a folder, e.g. -o {out.with_suffix('')}")  # fmt: skip
     images, files = read_images(model, paths)
     if grid and len(files) > MAX_GRID_IMAGES:
         raise ConfigError(f"--grid takes at most {MAX_GRID_IMAGES} images, found {len(files)}; pass fewer images "
                           "or drop --grid")  # fmt: skip
-    out = Path(output)
     pairs = _targets(files, out, save_maps)
     planned = [path for pair in pairs for path in pair if path is not None] + ([out / "grid.png"] if grid else [])
     existing = [path for path in planned if path.exists()]
