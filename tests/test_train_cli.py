@@ -359,6 +359,14 @@ def test_fit_that_would_train_nothing_is_refused_before_anything_runs(flag, valu
     assert not list(tmp_path.rglob("*")), "a refused fit must leave no run directory"
 
 
+def test_default_recipe_on_a_smaller_dataset_suggests_a_validation_size(tmp_path, capsys):
+    """The default recipe holds out 5,000 images (for Fashion-MNIST); the digits have 1,437 to train on."""
+    assert main(["fit", "--data.dataset", "digits", "--trainer.default_root_dir", str(tmp_path)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("ninlab: error: val_size must be below the 1437 training images of digits, found 5000")
+    assert line.endswith("lower --data.val_size (e.g. 143, a tenth of them)") and not list(tmp_path.iterdir())
+
+
 def test_empty_test_split_is_refused_before_training_with_one_line(tmp_path):
     """Run as a user does (a subprocess, Lightning's own log handler): the error is the only line on stderr."""
     write_learnable_idx(tmp_path / "data" / "fashion-mnist", n_test=0)

@@ -25,9 +25,11 @@ def hold_out(
     Raises:
         ConfigError: ``val_size`` leaves no training image.
     """
-    if val_size >= len(full):
+    if val_size >= len(full):  # e.g. the default recipe's 5,000 (for Fashion-MNIST) on a smaller dataset
+        tenth = len(full) // 10
+        hint = f"e.g. {tenth}, a tenth of them" if tenth else "0 for no validation split"
         raise ConfigError(f"val_size must be below the {len(full)} training images of {full.source or full.name}, "
-                          f"found {val_size}; lower --data.val_size")  # fmt: skip
+                          f"found {val_size}; lower --data.val_size ({hint})")  # fmt: skip
     order = torch.randperm(len(full), generator=torch.Generator().manual_seed(seed))
     val, train = order[:val_size], order[val_size:]
     if limit_train is not None:
