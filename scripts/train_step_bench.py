@@ -5,7 +5,8 @@ images/s over ``--steps`` timed steps, and the process's page faults and kernel 
 width/batch/thread/allocator rows of docs/benchmarks.md and docs/notes/measurement-history.md; compare numbers only
 within one invocation (or back to back), since a shared CPU's load changes from minute to minute. ``--allocator keep``
 applies the setting of ninlab's command line (ninlab._runtime.host_allocator); the default leaves glibc's malloc as it
-is. ``--compile`` times the step through ``torch.compile`` (inductor; its compile time is printed, not timed).
+is. ``--compile`` times the step through ``torch.compile`` (inductor; its compile time is printed, not timed);
+``--precision bf16-mixed`` times it under bf16 autocast.
 ``--profile`` then profiles 10 more steps and prints where a step's time goes, per operator and input shape
 (torch.profiler, self CPU time). ``--layout nchw`` times the step in NCHW (the Lightning NiN document's layout, what
 ``ninlab bench``'s pipeline A trains in), and ``--without batchnorm`` / ``--without relu`` drop those layers, so the
@@ -43,12 +44,18 @@ def _network(widths: list[int], layout: str, without: str | None) -> nn.Module:
 
 
 def training_step(
-    widths: list[int], batch_size: int, compile: bool = False, layout: str = "channels_last", without: str | None = None
+    widths: list[int],
+    batch_size: int,
+    compile: bool = False,
+    layout: str = "channels_last",
+    without: str | None = None,
+    precision: str = "32-true",
 ) -> Callable[[], None]:
     """One training step of nin_fast with ``widths`` on a fixed random batch of ``batch_size``, warmed up.
 
     ``layout`` is a key of :data:`LAYOUTS`; ``without`` (a key of :data:`WITHOUT`) drops the network's BatchNorm or
-    ReLU layers.
+    ReLU layers; ``precision`` ``bf16-mixed`` runs the forward and the loss under bf16 autocast, as Lightning's
+    precision plugin does on a CPU.
     """
     net = _network(widths, layout, without)
     model = torch.compile(net) if compile else net
@@ -57,7 +64,8 @@ def training_step(
     y = torch.randint(0, 10, (batch_size,))
 
     def step() -> None:
-        loss = F.cross_entropy(model(x), y)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed"):
+            loss = F.cross_entropy(model(x), y)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -177,16 +185,20 @@ def main() -> None:
     parser.add_argument("--layout", choices=LAYOUTS, default="channels_last", help="memory layout of the step")
     parser.add_argument("--without", choices=WITHOUT, help="drop the network's BatchNorm or ReLU layers")
     parser.add_argument("--layers", action="store_true", help="then time each layer alone against the yardsticks")
+    parser.add_argument("--precision", choices=("32-true", "bf16-mixed"), default="32-true",
+                        help="bf16-mixed: the step under bf16 autocast (not with --layers: fp32 layers)")  # fmt: skip
     args = parser.parse_args()
+    if args.layers and args.precision != "32-true":
+        parser.error("--layers times the fp32 layers; leave out --precision or --layers")
     if args.allocator == "keep" and not keep_freed_memory():
         parser.error("--allocator keep needs glibc and no MALLOC_*_ / GLIBC_TUNABLES variables")
-    print(f"{describe_host(machine_info())}; torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"allocator {args.allocator}, {args.layout}, without {args.without or 'nothing'}")  # fmt: skip
+    print(f"{describe_host(machine_info())}; torch {torch.__version__}, {torch.get_num_threads()} threads, allocator "
+          f"{args.allocator}, {args.layout}, {args.precision}, without {args.without or 'nothing'}")  # fmt: skip
     for config in args.configs:
         widths, _, batch = config.partition("@")
         before = resource.getrusage(resource.RUSAGE_SELF)
         batch_size, width_list = int(batch or 128), [int(w) for w in widths.split("-")]
-        step = training_step(width_list, batch_size, args.compile, args.layout, args.without)
+        step = training_step(width_list, batch_size, args.compile, args.layout, args.without, args.precision)
         rate = images_per_s(step, batch_size, args.steps)
         after = resource.getrusage(resource.RUSAGE_SELF)
         faults, kernel_s = after.ru_minflt - before.ru_minflt, after.ru_stime - before.ru_stime

@@ -178,6 +178,8 @@ def test_train_step_bench_variants_run(layout, without):
     bench = _load_script("train_step_bench")
     step = bench.training_step([4, 8, 8], 8, layout=layout, without=without)
     assert bench.images_per_s(step, 8, 2) > 0
+    bf16 = bench.training_step([4, 8, 8], 8, layout=layout, without=without, precision="bf16-mixed")
+    assert bench.images_per_s(bf16, 8, 2) > 0
     rows = bench.layer_times([4, 8, 8], 8, layout=layout, without=without, repeats=2)
     convs = [row for row in rows if "(Conv2d)" in row["layer"]]
     assert len(convs) == 7 and all(row["flops"] > 0 for row in convs)  # 3 blocks of two, then the class maps
