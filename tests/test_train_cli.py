@@ -359,6 +359,22 @@ def test_fit_that_would_train_nothing_is_refused_before_anything_runs(flag, valu
     assert not list(tmp_path.rglob("*")), "a refused fit must leave no run directory"
 
 
+@pytest.mark.parametrize(("config", "suggestion"), [
+    ("trainer:\n  max_epoch: 3\n", "; did you mean 'trainer.max_epochs'?"),
+    ("data:\n  batch_sise: 64\n", "; did you mean 'data.batch_size'?"),
+    ("model:\n  label_smothing: 0.1\n", "; did you mean 'model.label_smoothing'?"),
+    ("seed_everythin: 1\n", "; did you mean 'seed_everything'?"),
+    ("model:\n  learning_rate: 0.1\n", ""),  # nothing close enough: no guess
+])  # fmt: skip
+def test_a_misspelt_option_in_a_config_file_names_the_closest_one(config, suggestion, tmp_path, capsys):
+    recipe = tmp_path / "mine.yaml"
+    recipe.write_text(config)
+    assert main(["fit", "-c", str(recipe), "--trainer.default_root_dir", str(tmp_path / "runs")]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("ninlab: error: Subcommand 'fit' does not accept option '")
+    assert line.endswith(f"'{suggestion}") and not (tmp_path / "runs").exists()
+
+
 def test_default_recipe_on_a_smaller_dataset_suggests_a_validation_size(tmp_path, capsys):
     """The default recipe holds out 5,000 images (for Fashion-MNIST); the digits have 1,437 to train on."""
     assert main(["fit", "--data.dataset", "digits", "--trainer.default_root_dir", str(tmp_path)]) == 2

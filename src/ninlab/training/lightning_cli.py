@@ -17,8 +17,11 @@ Errors in arguments or configs become :class:`ConfigError` (one line) instead of
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import logging
 import os
+import re
 import warnings
 from collections.abc import Sequence
 from importlib import resources
@@ -250,6 +253,27 @@ def training_callbacks() -> list:
     return [checkpoint, StepSeed(), LearningRateMonitor(), ThroughputMeter(), RunReport(), ClassMapFigure(), *guards]
 
 
+_UNKNOWN_OPTION = re.compile(r"does not accept option '([\w.]+)'")
+
+
+def _with_suggestion(message: str) -> str:
+    """``message``, plus the closest known option where it names an unknown one (a typo in a config file: options
+    on the command line are matched by their prefix already)."""
+    found = _UNKNOWN_OPTION.search(message)
+    if found is None:
+        return message
+    section, _, name = found.group(1).rpartition(".")
+    owners = {"trainer": Trainer, "model": NiNClassifier, "data": ImageDataModule}
+    if section in owners:  # the options of a section are its class's parameters, as LightningCLI makes them
+        known = [p for p in inspect.signature(owners[section]).parameters if p not in ("self", "args", "kwargs")]
+    elif not section:
+        known = ["seed_everything", "ckpt_path", "name", "trainer", "model", "data"]
+    else:
+        return message
+    close = difflib.get_close_matches(name, known, n=1)
+    return f"{message}; did you mean '{section + '.' if section else ''}{close[0]}'?" if close else message
+
+
 def _with_default_recipe(argv: list[str]) -> list[str]:
     if any(arg in ("-c", "--config") or arg.startswith("--config=") for arg in argv[1:]):
         return argv
@@ -287,7 +311,7 @@ def run(argv: Sequence[str]) -> int:
         raise stops.interrupted(ending, given, os.environ.get(RUN_DIR_ENV)) from None
     except ArgumentError as error:
         discard_unfinished_run(inherited_run_dir)
-        raise ConfigError(" ".join(str(error).split())) from error
+        raise ConfigError(_with_suggestion(" ".join(str(error).split()))) from error
     except TrainingError:  # a guard stopped a run that trained: its directory records why
         raise
     except (NinlabError, OSError) as error:
