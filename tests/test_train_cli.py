@@ -1,6 +1,7 @@
 """``ninlab fit|test|export|predict-images`` end to end: recipes, run directories, resume, ONNX, prediction, errors."""
 
 import csv
+import importlib.util
 import json
 import logging
 import os
@@ -357,6 +358,22 @@ def test_fit_that_would_train_nothing_is_refused_before_anything_runs(flag, valu
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"ninlab: error: --trainer.{flag} {value} trains nothing"), err
     assert not list(tmp_path.rglob("*")), "a refused fit must leave no run directory"
+
+
+@pytest.mark.parametrize(("accelerator", "expected"), [
+    ("gpu", "sees no CUDA or MPS device: pass --trainer.accelerator cpu (or auto)"),
+    ("tpu", "Requirement 'torch_xla"),  # Lightning raises ModuleNotFoundError: it was a traceback
+])  # fmt: skip
+def test_an_accelerator_this_machine_lacks_is_one_line_and_leaves_no_run(accelerator, expected, data_root, tmp_path,
+                                                                          capsys):  # fmt: skip
+    if accelerator == "gpu" and (torch.cuda.is_available() or torch.backends.mps.is_available()):
+        pytest.skip("this machine has a GPU")
+    if accelerator == "tpu" and importlib.util.find_spec("torch_xla") is not None:
+        pytest.skip("torch_xla is installed")
+    assert main(_fit_args(data_root, tmp_path / "runs", "--trainer.accelerator", accelerator)) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("ninlab: error: ") and expected in line
+    assert not list(tmp_path.rglob("*/*")), "a run directory was left"
 
 
 @pytest.mark.parametrize(("config", "suggestion"), [

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
+import torch
 from jsonargparse import ArgumentError, Namespace
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch import Trainer
@@ -195,8 +196,13 @@ class NinlabCLI(CheckpointPathHook, LightningCLI):
             kwargs.setdefault("profiler", NullProfiler())
         try:
             trainer = super().instantiate_trainer(**kwargs)
-        except (MisconfigurationException, ValueError) as error:  # contradictory or unknown trainer flags
-            raise ConfigError(" ".join(str(error).split())) from error
+        except (MisconfigurationException, ValueError, ImportError) as error:  # contradictory or unknown trainer
+            # flags, or an accelerator whose package is missing (tpu: torch_xla)
+            message = " ".join(str(error).split())
+            if "No supported gpu backend" in message:  # Lightning's whole message for accelerator "gpu"
+                message += (f" torch {torch.__version__} sees no CUDA or MPS device: pass --trainer.accelerator cpu "
+                            "(or auto); a GPU needs a CUDA build of torch (docs/install.md)")  # fmt: skip
+            raise ConfigError(message) from error
         trainer.callbacks.insert(0, ReleaseHeldLines(HELD_LINES))  # before the progress bar draws
         use_lightning_sigterm_handling(trainer)
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # the default, not a user's plugin
