@@ -201,6 +201,29 @@ def test_predict_images_prints_top_k(trained_run, tmp_path, capsys):
     assert "%" in capsys.readouterr().out
 
 
+def test_lightnings_predict_writes_each_images_top_classes_into_its_run(trained_run, tmp_path, capsys):
+    """``ninlab predict`` (LightningCLI's batch prediction) used to compute every probability and show none."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for label in (1, 7, 3):
+        pixels = np.full((28, 28), 30, dtype=np.uint8)
+        pixels[2 * label + 4 : 2 * label + 7] = 255
+        Image.fromarray(pixels).save(folder / f"band{label}.png")
+    ckpt = str(trained_run / "checkpoints" / "last.ckpt")
+    args = ["predict", "-c", str(trained_run / "config.yaml"), "--ckpt_path", ckpt, "--data.predict_root",
+            str(folder), "--data.batch_size", "2", "--trainer.default_root_dir", str(tmp_path / "runs")]  # fmt: skip
+    assert main(args) == 0
+    (run,) = (tmp_path / "runs").glob("*/*/")
+    written = run / "predictions.csv"
+    assert capsys.readouterr().out.splitlines()[-1] == f"wrote the top 3 classes of 3 images to {written}"
+    rows = list(csv.reader(written.read_text().splitlines()))
+    assert rows[0] == ["file", "rank", "class", "probability"] and len(rows) == 1 + 3 * 3  # two batches: 2 + 1
+    assert [Path(r[0]).name for r in rows[1::3]] == ["band1.png", "band3.png", "band7.png"]  # the files' order
+    assert all(r[1:2] == [str(i % 3 + 1)] for i, r in enumerate(rows[1:]))
+    classes = load_classifier(ckpt).class_names
+    assert all(r[2] in classes and 0 <= float(r[3]) <= 1 for r in rows[1:])
+
+
 def test_print_config_shows_the_default_recipe(capsys):
     assert main(["fit", "--print_config"]) == 0
     out = capsys.readouterr().out

@@ -9,16 +9,28 @@ training image predicted from its file gets the logits validation gave it. Outpu
 
 from __future__ import annotations
 
+import csv
+import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TextIO
 
 import torch
 
+from ninlab.data.folder import printable
 from ninlab.data.images import load_images_unresized
 from ninlab.data.transforms import prepare_images
 from ninlab.training.module import NiNClassifier
 
-__all__ = ["Prediction", "count_correct", "network_inputs", "predict_files", "read_images"]
+__all__ = [
+    "Prediction",
+    "count_correct",
+    "network_inputs",
+    "predict_files",
+    "read_images",
+    "top_classes",
+    "write_predictions",
+]
 
 Prediction = tuple[Path, list[tuple[str, float]]]
 """A file and its top-k (class name, probability) pairs, most likely first."""
@@ -51,16 +63,41 @@ def predict_files(
 ) -> list[Prediction]:
     """Top-``top_k`` classes with probabilities for every image in ``paths`` (files and folders, recursively)."""
     images, files = read_images(model, paths)
-    top_k = min(top_k, model.num_classes)
-    names = model.class_names
     predictions: list[Prediction] = []
     with torch.no_grad():
         for start in range(0, len(images), batch_size):
             probs = model.predict_step(network_inputs(model, images[start : start + batch_size]), start)
-            values, indices = probs.topk(top_k, dim=1)
-            for i, (vals, idxs) in enumerate(zip(values.tolist(), indices.tolist(), strict=True)):
-                predictions.append((files[start + i], [(names[j], v) for v, j in zip(vals, idxs, strict=True)]))
+            tops = top_classes(probs, model.class_names, top_k)
+            predictions += zip(files[start : start + len(probs)], tops, strict=True)
     return predictions
+
+
+def top_classes(probs: torch.Tensor, names: Sequence[str], top_k: int) -> list[list[tuple[str, float]]]:
+    """Per row of ``probs`` (B x num_classes), its ``top_k`` (class name, probability) pairs, most likely first."""
+    values, indices = probs.topk(min(top_k, probs.shape[1]), dim=1)
+    return [[(names[j], v) for v, j in zip(vals, idxs, strict=True)]
+            for vals, idxs in zip(values.tolist(), indices.tolist(), strict=True)]  # fmt: skip
+
+
+def write_predictions(predictions: Sequence[Prediction], fmt: str, out: TextIO) -> None:
+    """Write ``predictions`` to ``out`` as ``table``, ``csv`` (``file,rank,class,probability``) or ``json``."""
+    # File names are bytes on POSIX: printable() keeps one that is not UTF-8 from crashing a UTF-8 stdout.
+    if fmt == "json":
+        rows = [{"file": printable(f), "top": [{"class": c, "probability": round(p, 6)} for c, p in top]}
+                for f, top in predictions]  # fmt: skip
+        json.dump(rows, out, indent=2)
+        out.write("\n")
+    elif fmt == "csv":
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["file", "rank", "class", "probability"])
+        for file, top in predictions:
+            writer.writerows([printable(file), rank, c, f"{p:.6f}"] for rank, (c, p) in enumerate(top, 1))
+    else:
+        width = max(len(printable(f)) for f, _ in predictions)
+        class_width = max(len(c) for _, top in predictions for c, _ in top)
+        for file, top in predictions:
+            cells = "  ".join(f"{c:<{class_width}} {p:6.1%}" for c, p in top)
+            out.write(f"{printable(file):<{width}}  {cells}\n")
 
 
 def count_correct(model: NiNClassifier, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 128) -> int:

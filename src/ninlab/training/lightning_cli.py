@@ -48,6 +48,7 @@ from ninlab.training.callbacks import (
     ClassMapFigure,
     DeadClassMapGuard,
     NonFiniteLossGuard,
+    PredictionsFile,
     ReleaseHeldLines,
     RunCheckpoint,
     RunProgressBar,
@@ -245,10 +246,16 @@ class NinlabCLI(CheckpointPathHook, LightningCLI):
             on = f" on {stand_in} (no test split: also the validation split)" if stand_in else ""
             print(f"test accuracy {accuracy:.4f}{on} ({tested}); run: {RunReport.run_dir(trainer)}")
 
+    def after_predict(self) -> None:
+        """Say where ``ninlab predict`` wrote its predictions (after the progress bar has finished its line)."""
+        for callback in self.trainer.callbacks:
+            if isinstance(callback, PredictionsFile) and callback.written and self.trainer.is_global_zero:
+                print(callback.written)
+
 
 def training_callbacks() -> list:
     """The callbacks every run gets: checkpoints, per-batch seeding, lr monitor, images/s, run report, class maps,
-    guards.
+    guards, and the predictions file of ``ninlab predict``.
 
     Persistent (not configurable away), and a fresh set per call, so runs in one process never share state.
     """
@@ -256,7 +263,8 @@ def training_callbacks() -> list:
                                filename="epoch{epoch:02d}-val_acc{val/acc:.4f}",
                                auto_insert_metric_name=False)  # fmt: skip
     guards = [DeadClassMapGuard(), NonFiniteLossGuard()]
-    return [checkpoint, StepSeed(), LearningRateMonitor(), ThroughputMeter(), RunReport(), ClassMapFigure(), *guards]
+    return [checkpoint, StepSeed(), LearningRateMonitor(), ThroughputMeter(), RunReport(), ClassMapFigure(), *guards,
+            PredictionsFile()]  # fmt: skip
 
 
 _UNKNOWN_OPTION = re.compile(r"does not accept option '([\w.]+)'")

@@ -4,6 +4,7 @@ from ninlab.training.callbacks.checkpointing import RunCheckpoint
 from ninlab.training.callbacks.class_maps import ClassMapFigure
 from ninlab.training.callbacks.guards import DeadClassMapGuard, NonFiniteLossGuard
 from ninlab.training.callbacks.held_lines import ReleaseHeldLines
+from ninlab.training.callbacks.predictions import PredictionsFile
 from ninlab.training.callbacks.progress import RunProgressBar
 from ninlab.training.callbacks.report import RunReport
 from ninlab.training.callbacks.seeding import StepSeed
@@ -13,6 +14,7 @@ __all__ = [
     "ClassMapFigure",
     "DeadClassMapGuard",
     "NonFiniteLossGuard",
+    "PredictionsFile",
     "ReleaseHeldLines",
     "RunCheckpoint",
     "RunProgressBar",
