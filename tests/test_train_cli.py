@@ -224,6 +224,18 @@ def test_lightnings_predict_writes_each_images_top_classes_into_its_run(trained_
     assert all(r[2] in classes and 0 <= float(r[3]) <= 1 for r in rows[1:])
 
 
+def test_summary_of_a_checkpoint_shows_the_network_as_trained(trained_run, capsys):
+    """``ninlab summary CKPT``: the recipe's widths and the data's classes, not the variant's defaults."""
+    ckpt = str(trained_run / "checkpoints" / "last.ckpt")
+    assert main(["summary", ckpt]) == 0
+    out = capsys.readouterr().out
+    params = sum(p.numel() for p in load_classifier(ckpt).net.parameters())
+    (total,) = [line for line in out.splitlines() if line.startswith("total")]
+    assert f" {params:,} " in total and params != 459_594  # nin_fast's default widths would give 459,594
+    assert main(["summary", ckpt, "--num-classes", "3"]) == 2
+    assert "--num-classes is fixed by the checkpoint" in capsys.readouterr().err
+
+
 def test_print_config_shows_the_default_recipe(capsys):
     assert main(["fit", "--print_config"]) == 0
     out = capsys.readouterr().out
