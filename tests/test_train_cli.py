@@ -385,6 +385,19 @@ def test_fit_on_a_cpu_points_to_its_faster_precision(native, precision, hint, da
     assert hints == ([hint] if hint else []), hints
 
 
+def test_a_bf16_fit_shows_no_model_size_warning(data_root, tmp_path, recwarn):
+    """Lightning's summary warns that a bf16-mixed model's size "will not be accurate" and counts 32 bits: the right
+    size, since the weights stay float32. The command line hides that warning; every other one still shows."""
+    # The model summary on, as a user's fit has it (QUIET turns it off); the progress bar off: it cannot warn.
+    args = ["fit", "--data.root", str(data_root), "--data.val_size", "16", "--data.batch_size", "16",
+            "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar", "false",
+            "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1",
+            "--trainer.precision", "bf16-mixed"]  # fmt: skip
+    assert main(args) == 0
+    messages = [str(w.message) for w in recwarn]
+    assert not [m for m in messages if "not supported by the model summary" in m], messages
+
+
 @pytest.mark.parametrize(("flag", "value"), [("max_epochs", "0"), ("max_steps", "0"), ("limit_train_batches", "0"),
                                              ("limit_train_batches", "0.0")])  # fmt: skip
 def test_fit_that_would_train_nothing_is_refused_before_anything_runs(flag, value, data_root, tmp_path, capsys):

@@ -12,6 +12,8 @@
   shutdown"): the command prints its own line saying the run stopped and how to resume it.
 * Lightning warns that an ``IterableDataset``'s ``__len__`` "could be inaccurate" with several workers; ninlab's
   shard streams split their shards among the workers themselves and report their exact batch count.
+* Under bf16-mixed, Lightning's model summary says its "Estimated model size in MB will not be accurate" and uses
+  32 bits: the weights of a mixed-precision run are float32, so the size it prints is the right one.
 
 Only these are hidden: every other warning, error and log line still shows. Importing ninlab as a library changes
 nothing; :func:`hide_irrelevant_library_messages` runs when the ``ninlab`` command starts.
@@ -31,6 +33,7 @@ _PYTREE_DEPRECATION = r"`isinstance\(treespec, LeafSpec\)` is deprecated"
 _ALL_GATHER_DEPRECATION = r"torch\.distributed\.nn\.functional\.all_gather is deprecated"
 _SYNC_DIST_ADVICE = r"It is recommended to use `self\.log\('(train|val|test|time)/"
 _ITERABLE_LEN = r"Your `IterableDataset` has `__len__` defined"
+_SUMMARY_PRECISION = r"Precision bf16-mixed is not supported by the model summary"
 
 
 class _DropTips(logging.Filter):
@@ -53,6 +56,7 @@ def hide_irrelevant_library_messages() -> None:
     warnings.filterwarnings("ignore", message=_ALL_GATHER_DEPRECATION, category=FutureWarning)
     warnings.filterwarnings("ignore", message=_SYNC_DIST_ADVICE)
     warnings.filterwarnings("ignore", message=_ITERABLE_LEN)
+    warnings.filterwarnings("ignore", message=_SUMMARY_PRECISION)
 
 
 class HeldLines(logging.Filter):
