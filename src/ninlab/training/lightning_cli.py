@@ -195,10 +195,10 @@ class NinlabCLI(CheckpointPathHook, LightningCLI):
             kwargs.setdefault("logger", _loggers(Path(run_dir)))
         if config.trainer.profiler is None:
             kwargs.setdefault("profiler", NullProfiler())
+        # Contradictory or unknown trainer flags, or an accelerator whose package is missing (tpu: torch_xla).
         try:
             trainer = super().instantiate_trainer(**kwargs)
-        except (MisconfigurationException, ValueError, ImportError) as error:  # contradictory or unknown trainer
-            # flags, or an accelerator whose package is missing (tpu: torch_xla)
+        except (MisconfigurationException, ValueError, ImportError) as error:
             message = " ".join(str(error).split())
             if "No supported gpu backend" in message:  # Lightning's whole message for accelerator "gpu"
                 message += (f" torch {torch.__version__} sees no CUDA or MPS device: pass --trainer.accelerator cpu "
