@@ -201,6 +201,78 @@ def test_predict_images_prints_top_k(trained_run, tmp_path, capsys):
     assert "%" in capsys.readouterr().out
 
 
+def test_predict_images_takes_the_exported_onnx_file_and_agrees_with_its_checkpoint(trained_run, tmp_path, capsys):
+    """``predict-images model.onnx IMAGE...``: the deployed file gives the checkpoint's classes and probabilities."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for label in (1, 7):
+        pixels = np.full((28, 28), 30, dtype=np.uint8)
+        pixels[2 * label + 4 : 2 * label + 7] = 255
+        Image.fromarray(pixels).save(folder / f"band{label}.png")
+    ckpt, onnx = str(trained_run / "checkpoints" / "last.ckpt"), str(tmp_path / "model.onnx")
+    assert main(["export", ckpt, "-o", onnx]) == 0
+    capsys.readouterr()
+    rows = {}
+    for model in (ckpt, onnx):
+        assert main(["predict-images", model, str(folder), "--format", "json", "-k", "10"]) == 0
+        rows[model] = json.loads(capsys.readouterr().out)
+    for from_ckpt, from_onnx in zip(rows[ckpt], rows[onnx], strict=True):
+        assert from_ckpt["file"] == from_onnx["file"]
+        assert [t["class"] for t in from_ckpt["top"]][:1] == [t["class"] for t in from_onnx["top"]][:1]
+        np.testing.assert_allclose(sorted(t["probability"] for t in from_ckpt["top"]),
+                                   sorted(t["probability"] for t in from_onnx["top"]), atol=1e-5)  # fmt: skip
+    assert main(["explain", onnx, str(folder)]) == 2
+    assert "is an ONNX model: this command needs the checkpoint" in capsys.readouterr().err
+
+
+def _onnx_with_metadata(source: Path, target: Path, **changes: str | None) -> Path:
+    """A copy of the ONNX file ``source`` with metadata entries replaced (or, given None, removed)."""
+    import onnx
+
+    proto = onnx.load_from_string(source.read_bytes())
+    kept = {p.key: p.value for p in proto.metadata_props}
+    kept.update(changes)
+    del proto.metadata_props[:]
+    for key, value in kept.items():
+        if value is not None:
+            proto.metadata_props.add(key=key, value=value)
+    target.write_bytes(proto.SerializeToString())
+    return target
+
+
+@pytest.mark.parametrize(("case", "expected"), [
+    ("not onnx", "expected an ONNX model written by ninlab export, found one onnxruntime cannot load"),
+    ("no ninlab metadata", "expected the metadata ninlab export writes"),
+    ("class names not a list", "expected a list of class names"),
+    ("huge input size", "expected an input size [C, H, W]"),
+    ("std of zero", "expected 1 finite std values"),
+    ("metadata not json", "its metadata 'mean' is not JSON"),
+    ("missing", "no ONNX file at"),
+])  # fmt: skip
+def test_a_bad_onnx_file_is_one_line(case, expected, trained_run, tmp_path, capsys):
+    onnx = tmp_path / "model.onnx"
+    assert main(["export", str(trained_run / "checkpoints" / "last.ckpt"), "-o", str(onnx)]) == 0
+    bad = tmp_path / "bad.onnx"
+    if case == "not onnx":
+        bad.write_bytes(b"\x08\x07not a model at all" * 10)
+    elif case == "no ninlab metadata":
+        _onnx_with_metadata(onnx, bad, producer=None)
+    elif case == "class names not a list":
+        _onnx_with_metadata(onnx, bad, class_names='"Shirt"')
+    elif case == "huge input size":
+        _onnx_with_metadata(onnx, bad, input_size="[1, 100000, 100000]")
+    elif case == "std of zero":
+        _onnx_with_metadata(onnx, bad, std="[0.0]")
+    elif case == "metadata not json":
+        _onnx_with_metadata(onnx, bad, mean="[0.2,")
+    image = tmp_path / "one.png"
+    Image.fromarray(np.full((28, 28), 9, dtype=np.uint8)).save(image)
+    capsys.readouterr()
+    assert main(["predict-images", str(bad), str(image)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("ninlab: error: ") and expected in line, line
+
+
 def test_lightnings_predict_writes_each_images_top_classes_into_its_run(trained_run, tmp_path, capsys):
     """``ninlab predict`` (LightningCLI's batch prediction) used to compute every probability and show none."""
     folder = tmp_path / "images"
