@@ -179,13 +179,18 @@ def test_export_of_a_network_with_large_logits_is_judged_by_their_size(trained_r
     assert (tmp_path / "model.onnx").is_file() and diff > 1e-4  # above the absolute tolerance alone
 
 
-def test_predict_images_prints_top_k(trained_run, tmp_path, capsys):
-    folder = tmp_path / "images"
+def _band_images(folder: Path, labels: tuple[int, ...]) -> Path:
+    """``folder`` with one 28x28 PNG per label, ``band<label>.png``: a bright band whose row depends on the label."""
     folder.mkdir()
-    for label in (1, 7):
+    for label in labels:
         pixels = np.full((28, 28), 30, dtype=np.uint8)
         pixels[2 * label + 4 : 2 * label + 7] = 255
         Image.fromarray(pixels).save(folder / f"band{label}.png")
+    return folder
+
+
+def test_predict_images_prints_top_k(trained_run, tmp_path, capsys):
+    folder = _band_images(tmp_path / "images", (1, 7))
     ckpt = str(trained_run / "checkpoints" / "last.ckpt")
     assert main(["predict-images", ckpt, str(folder), "--top-k", "3", "--format", "json"]) == 0
     rows = json.loads(capsys.readouterr().out)
@@ -203,12 +208,7 @@ def test_predict_images_prints_top_k(trained_run, tmp_path, capsys):
 
 def test_predict_images_takes_the_exported_onnx_file_and_agrees_with_its_checkpoint(trained_run, tmp_path, capsys):
     """``predict-images model.onnx IMAGE...``: the deployed file gives the checkpoint's classes and probabilities."""
-    folder = tmp_path / "images"
-    folder.mkdir()
-    for label in (1, 7):
-        pixels = np.full((28, 28), 30, dtype=np.uint8)
-        pixels[2 * label + 4 : 2 * label + 7] = 255
-        Image.fromarray(pixels).save(folder / f"band{label}.png")
+    folder = _band_images(tmp_path / "images", (1, 7))
     ckpt, onnx = str(trained_run / "checkpoints" / "last.ckpt"), str(tmp_path / "model.onnx")
     assert main(["export", ckpt, "-o", onnx]) == 0
     capsys.readouterr()
@@ -275,12 +275,7 @@ def test_a_bad_onnx_file_is_one_line(case, expected, trained_run, tmp_path, caps
 
 def test_lightnings_predict_writes_each_images_top_classes_into_its_run(trained_run, tmp_path, capsys):
     """``ninlab predict`` (LightningCLI's batch prediction) used to compute every probability and show none."""
-    folder = tmp_path / "images"
-    folder.mkdir()
-    for label in (1, 7, 3):
-        pixels = np.full((28, 28), 30, dtype=np.uint8)
-        pixels[2 * label + 4 : 2 * label + 7] = 255
-        Image.fromarray(pixels).save(folder / f"band{label}.png")
+    folder = _band_images(tmp_path / "images", (1, 7, 3))
     ckpt = str(trained_run / "checkpoints" / "last.ckpt")
     args = ["predict", "-c", str(trained_run / "config.yaml"), "--ckpt_path", ckpt, "--data.predict_root",
             str(folder), "--data.batch_size", "2", "--trainer.default_root_dir", str(tmp_path / "runs")]  # fmt: skip
