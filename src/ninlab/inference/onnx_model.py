@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from lightning.fabric.utilities.data import AttributeDict
 
 from ninlab.errors import CheckpointError
 
@@ -22,12 +23,6 @@ __all__ = ["OnnxClassifier"]
 
 MAX_SIDE = 4096
 """The largest input side accepted from a file's metadata (a NiN for larger images is not something ninlab exports)."""
-
-
-class _Hparams(dict):
-    """The metadata as the hyperparameters :func:`ninlab.inference.predict.network_inputs` reads (``.mean``)."""
-
-    __getattr__ = dict.get
 
 
 class OnnxClassifier:
@@ -58,7 +53,8 @@ class OnnxClassifier:
                                   "normalisation), found none; export the checkpoint with ninlab export")  # fmt: skip
         self.class_names, self.input_size, mean, std = _metadata(meta, path)
         self.num_classes = len(self.class_names)
-        self.hparams = _Hparams(mean=mean, std=std, model=str(meta.get("model", "onnx")), channels_last=False)
+        # The type a checkpoint's classifier keeps its hyperparameters in, so network_inputs reads both alike.
+        self.hparams = AttributeDict(mean=mean, std=std, model=str(meta.get("model", "onnx")), channels_last=False)
         self._input = self._session.get_inputs()[0].name
 
     def predict_step(self, x: torch.Tensor, batch_idx: int = 0) -> torch.Tensor:
