@@ -10,6 +10,7 @@ from torch import nn
 import ninlab
 from ninlab.errors import ConfigError, InputSizeError
 from ninlab.models.layers import MLPConv
+from ninlab.training.module import NiNClassifier
 
 MODELS = ninlab.list_models()
 PARAMS = {("nin_d2l", 1, 10): 1_992_166, ("nin_cifar", 3, 10): 966_986, ("nin_micro", 3, 10): 8_858,
@@ -161,3 +162,25 @@ def test_global_average_pool_is_deterministic_mean():
     torch.testing.assert_close(
         ninlab.models.layers.GlobalAvgPool(flatten=True)(x), nn.AdaptiveAvgPool2d(1)(x).flatten(1)
     )
+
+
+def test_channels_last_weights_keep_channels_last_strides_through_training():
+    """Every weight is stored channels-last, the 1-input-channel and 1 x 1 ones included, before and after steps.
+
+    Such a weight is contiguous in both layouts, so ``.contiguous(memory_format=torch.channels_last)`` would leave it
+    with NCHW strides; with NCHW strides on both a 1-channel batch and the first weight, oneDNN's AVX2 weight
+    gradient of that convolution took 13.2 instead of 1.75 ms (batch 256; docs/benchmarks.md, the Zen 3 host).
+    """
+    system = NiNClassifier("nin_fast", model_kwargs={"widths": [4, 8, 8]}, num_classes=10, in_chans=1,
+                           channels_last=True)  # fmt: skip
+    optimizer = torch.optim.SGD(system.parameters(), lr=0.1, momentum=0.9)
+    images = torch.randn(8, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+    for step in range(3):
+        weights = {name: w for name, w in system.net.named_parameters() if w.ndim == 4}
+        assert weights["features.0.conv0.weight"].shape[1] == 1
+        for name, w in weights.items():
+            _, in_c, kh, kw = w.shape
+            assert w.stride() == (in_c * kh * kw, 1, kw * in_c, in_c), (step, name, w.stride())
+        system.net(images).logsumexp(1).mean().backward()
+        optimizer.step()
+        optimizer.zero_grad()

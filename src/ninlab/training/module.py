@@ -118,6 +118,8 @@ class NiNClassifier(LightningModule):
         self.net_compiled = False
         """Whether :meth:`configure_model` compiled ``net`` (trainers call it again for every fit, test...)."""
         if channels_last:
+            # Module.to restrides every weight, the 1-input-channel ones too (``.contiguous(memory_format=...)``
+            # would leave those in NCHW strides: a 7x slower weight gradient on AVX2, tests/test_models.py).
             self.net = self.net.to(memory_format=torch.channels_last)
         # Training counts top-1 only: top-5 adds a top-k of the logits to every step, for a number few read then.
         # Keys "train_", ... because ModuleDict reserves some names ("train" is nn.Module.train).
