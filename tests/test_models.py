@@ -175,9 +175,9 @@ def test_channels_last_weights_keep_channels_last_strides_through_training():
                            channels_last=True)  # fmt: skip
     optimizer = torch.optim.SGD(system.parameters(), lr=0.1, momentum=0.9)
     images = torch.randn(8, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+    weights = {name: w for name, w in system.net.named_parameters() if w.ndim == 4}
+    assert weights["features.0.conv0.weight"].shape[1] == 1
     for step in range(3):
-        weights = {name: w for name, w in system.net.named_parameters() if w.ndim == 4}
-        assert weights["features.0.conv0.weight"].shape[1] == 1
         for name, w in weights.items():
             _, in_c, kh, kw = w.shape
             assert w.stride() == (in_c * kh * kw, 1, kw * in_c, in_c), (step, name, w.stride())
