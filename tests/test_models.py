@@ -125,6 +125,23 @@ def test_nin_fast_parameters_default_widths_and_default_recipe():
     assert [sum(p.numel() for p in model.parameters()) for model in (default, recipe)] == [459_594, 105_946]
 
 
+def test_the_default_recipe_runs_its_last_block_unpadded_and_old_options_rebuild_the_padded_network():
+    """The recipe names ``pad_last_block: false`` (5 x 5 class maps at 28 x 28); options without it (the shipped
+    weights, checkpoints written before the option) keep the padded 7 x 7 network, with the same parameter shapes."""
+    recipe = Path(ninlab.__file__).parent / "configs" / "fast_fashion_mnist.yaml"
+    kwargs = yaml.safe_load(recipe.read_text())["model"]["model_kwargs"]
+    assert kwargs["pad_last_block"] is False
+    x = torch.randn(2, 1, 28, 28)
+    unpadded = ninlab.create_model("nin_fast", **kwargs).eval()
+    padded = ninlab.create_model("nin_fast", widths=kwargs["widths"]).eval()
+    assert unpadded.forward_features(x).shape == (2, 10, 5, 5)
+    assert padded.forward_features(x).shape == (2, 10, 7, 7)
+    assert {k: v.shape for k, v in unpadded.state_dict().items()} == {
+        k: v.shape for k, v in padded.state_dict().items()
+    }
+    assert unpadded.forward_features(torch.randn(2, 1, 32, 32)).shape == (2, 10, 6, 6)  # the docstring's 32 x 32
+
+
 @pytest.mark.parametrize("widths", [(8, 8), (8, 8, 8, 8), (8, 0, 8), (8, 8.5, 8), "888", 8, (True, 8, 8)])
 def test_nin_fast_bad_widths_are_one_line_config_errors(widths):
     with pytest.raises(ConfigError, match=r"^nin_fast: widths must be three positive integers .*, got ") as info:

@@ -147,6 +147,7 @@ def nin_fast(
     norm_layer: type[nn.Module] | str | None = nn.BatchNorm2d,
     drop_rate: float = 0.0,
     final_act: bool = False,
+    pad_last_block: bool = True,
 ) -> NiN:
     """A small BatchNorm NiN for fast training on 28 x 28 / 32 x 32 images on a CPU.
 
@@ -154,6 +155,12 @@ def nin_fast(
     (28 -> 14 -> 7), then a 1 x 1 conv to one map per class (no norm) and global average pooling. Unlike the paper
     variants, ``final_act`` defaults to False: class maps without a ReLU can be negative and never die. The default
     widths give 459,594 parameters for 1 channel and 10 classes; the default recipe's 16-64-128 gives 105,946.
+
+    ``pad_last_block=False`` runs the third block's 3x3 conv without padding (7 x 7 -> 5 x 5 at 28 x 28; 32 x 32:
+    8 x 8 -> 6 x 6): the same parameters, 30% fewer multiply-adds at 28 x 28 (that block does 60% of them), and
+    class maps on the central 5 x 5 cells of the 7 x 7 grid (the image's central 20 x 20 pixels). The default recipe
+    uses it: the same test accuracy in ~1.4x less time on a 2-core CPU (docs/benchmarks.md). The default stays True,
+    so checkpoints and shipped weights whose options do not name it rebuild the network they were trained as.
 
     Raises:
         ConfigError: ``widths`` is not three positive integers.
@@ -174,8 +181,8 @@ def nin_fast(
         Block(w2, 3, padding=1, mlp=(w2,)),
         Pool("max", 2, 2),  # (B, w2, 7, 7)
         Dropout(drop_rate),
-        Block(w3, 3, padding=1, mlp=(w3,)),
-        Block(NUM_CLASSES, 1, norm=False),  # (B, num_classes, 7, 7)
+        Block(w3, 3, padding=1 if pad_last_block else 0, mlp=(w3,)),
+        Block(NUM_CLASSES, 1, norm=False),  # (B, num_classes, 7, 7); 5 x 5 without pad_last_block
     )
     return NiN(stages, in_chans=in_chans, num_classes=num_classes, act_layer=act_layer, norm_layer=norm_layer,
                final_act=final_act, name="nin_fast", design_size=28)  # fmt: skip

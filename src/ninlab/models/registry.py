@@ -34,6 +34,7 @@ class ModelKwargs(TypedDict, total=False):
     norm_layer: str | None  # batchnorm, none
     drop_rate: float
     final_act: bool
+    pad_last_block: bool
 
 
 _Builder = TypeVar("_Builder", bound=Callable[..., nn.Module])
