@@ -116,10 +116,14 @@ def test_final_act_defaults():
     }  # fmt: skip
 
 
+def _default_recipe_model_kwargs() -> dict:
+    recipe = Path(ninlab.__file__).parent / "configs" / "fast_fashion_mnist.yaml"
+    return yaml.safe_load(recipe.read_text())["model"]["model_kwargs"]
+
+
 def test_nin_fast_parameters_default_widths_and_default_recipe():
     """The README's two nin_fast counts: the builder's default widths, and the widths the default recipe trains."""
-    recipe = Path(ninlab.__file__).parent / "configs" / "fast_fashion_mnist.yaml"
-    widths = yaml.safe_load(recipe.read_text())["model"]["model_kwargs"]["widths"]
+    widths = _default_recipe_model_kwargs()["widths"]
     assert widths == [16, 64, 128]
     default, recipe = (ninlab.create_model("nin_fast", **kwargs) for kwargs in ({}, {"widths": widths}))
     assert [sum(p.numel() for p in model.parameters()) for model in (default, recipe)] == [459_594, 105_946]
@@ -128,8 +132,7 @@ def test_nin_fast_parameters_default_widths_and_default_recipe():
 def test_the_default_recipe_runs_its_last_block_unpadded_and_old_options_rebuild_the_padded_network():
     """The recipe names ``pad_last_block: false`` (5 x 5 class maps at 28 x 28); options without it (the shipped
     weights, checkpoints written before the option) keep the padded 7 x 7 network, with the same parameter shapes."""
-    recipe = Path(ninlab.__file__).parent / "configs" / "fast_fashion_mnist.yaml"
-    kwargs = yaml.safe_load(recipe.read_text())["model"]["model_kwargs"]
+    kwargs = _default_recipe_model_kwargs()
     assert kwargs["pad_last_block"] is False
     x = torch.randn(2, 1, 28, 28)
     unpadded = ninlab.create_model("nin_fast", **kwargs).eval()

@@ -159,8 +159,9 @@ def nin_fast(
     ``pad_last_block=False`` runs the third block's 3x3 conv without padding (7 x 7 -> 5 x 5 at 28 x 28; 32 x 32:
     8 x 8 -> 6 x 6): the same parameters, 30% fewer multiply-adds at 28 x 28 (that block does 60% of them), and
     class maps on the central 5 x 5 cells of the 7 x 7 grid (the image's central 20 x 20 pixels). The default recipe
-    uses it: the same test accuracy in ~1.4x less time on a 2-core CPU (docs/benchmarks.md). The default stays True,
-    so checkpoints and shipped weights whose options do not name it rebuild the network they were trained as.
+    uses it: the same test accuracy with 1.22x faster training steps on a 2-core CPU (docs/benchmarks.md). The
+    default stays True, so checkpoints and shipped weights whose options do not name it rebuild the network they
+    were trained as.
 
     Raises:
         ConfigError: ``widths`` is not three positive integers.
