@@ -13,8 +13,10 @@ import numpy as np
 import pytest
 import torch
 
+from ninlab import create_model
 from ninlab._runtime.host_allocator import runs_on_glibc
 from ninlab.bench.clock import window_rates
+from ninlab.bench.rates import forward_flops_per_image, training_flops_per_image
 from ninlab.bench.training import PerSampleDataset
 from ninlab.cli import main
 
@@ -50,6 +52,20 @@ def test_bench_reports_ratios_and_flop_fraction(real_data_dir, tmp_path, capfd):
     # Time to accuracy needs whole fits, not a throughput benchmark: the report says where they are recorded.
     assert report["time_to_accuracy"]["recorded_in"] == "docs/benchmarks.md#time-to-accuracy-on-fashion-mnist"
     assert "time to accuracy (whole fits, per host): docs/benchmarks.md#" in out
+    # The floor counts the recipe's whole fit as a user runs it, not the bench's 1,280 images at 28x28.
+    tta = report["time_to_accuracy"]
+    work = tta["recipe_work"]
+    assert (work["epochs"], work["train_images"], work["val_images"], work["test_images"]) == (7, 55_000, 5_000, 10_000)
+    assert work["train_sizes"] == [[20, 20]] * 2 + [[28, 28]] * 5  # the recipe's [0.72, 0.72, 1.0]
+    assert work["views"] == 2 and work["val_passes"] == 7 and work["sanity_val_images"] == 512
+    net = create_model("nin_fast", widths=[16, 64, 128], pad_last_block=False)
+    train = 55_000 * (2 * training_flops_per_image(net, (1, 20, 20)) + 5 * training_flops_per_image(net, (1, 28, 28)))
+    evaluation = (7 * 5_000 + 512 + 10_000) * 2 * forward_flops_per_image(net, (1, 28, 28))
+    assert work["train_flops"] == pytest.approx(train) and work["evaluation_flops"] == pytest.approx(evaluation)
+    rate = max(report[f"{name}_flops_per_s"] for name in ("sgemm", "conv3x3"))
+    assert tta["floor_s"] == pytest.approx((train + evaluation) / rate, abs=0.05)
+    assert tta["training_s_at_b_rate"] == pytest.approx(train / report["achieved_flops_per_s"], abs=0.05)
+    assert f"computes {(train + evaluation) / 1e12:.2f} TFLOP: at least {tta['floor_s']:.0f} s at this machine's" in out
     assert err.startswith("round 1/1 (A B C, ") and err.count("\n") == 1, err  # one line per round, nothing else
     assert [p.name for p in tmp_path.iterdir()] == ["bench.json"]  # no temporary or run files left behind
 
@@ -71,6 +87,7 @@ def test_seed_style_dataset_normalises_through_pil(channels):
 def test_bench_rounds_vary_order_and_pair_windows(monkeypatch, capsys, precision):
     """Rounds go through the pipelines' orders; B/A and B/C are medians of same-numbered windows' ratios."""
     from ninlab.bench import suite
+    from ninlab.bench.recipe_work import RecipeWork
     from ninlab.bench.training import BenchConfig, PipelineResult
 
     # A machine whose speed changes from window to window and round to round: paired ratios stay exact.
@@ -90,6 +107,8 @@ def test_bench_rounds_vary_order_and_pair_windows(monkeypatch, capsys, precision
     monkeypatch.setattr(suite, "run_round", fake_round)
     monkeypatch.setattr(suite, "matmul_flops_per_s", lambda dtype: 1e9 if dtype == torch.float32 else 4e9)
     monkeypatch.setattr(suite, "conv3x3_flops_per_s", lambda: 2e9)
+    work = RecipeWork("fast_fashion_mnist", 1, 100, 0, 0, 0, 10, 1, [[28, 28]], train_flops=6e9, evaluation_flops=2e9)
+    monkeypatch.setattr(suite, "recipe_work", lambda config, quiet: work)
     report = suite.bench(BenchConfig(windows=3, precision=precision), rounds=3)
     a, b, c = "seed_style", "ninlab", "bare"
     assert orders == [[a, b, c], [a, c, b], [b, a, c]]
@@ -108,6 +127,13 @@ def test_bench_rounds_vary_order_and_pair_windows(monkeypatch, capsys, precision
     assert progress[0].startswith("round 1/3 (A B C, ") and progress[0].endswith("B/A 2.00, B/C 0.952")
     assert [line.split(" (")[0] for line in progress] == ["round 1/3", "round 2/3", "round 3/3"]
     assert report["precision"] == {a: "32-true", b: precision, c: precision}
+    # The floor: the recipe's 8 GFLOP at the fastest yardstick measured (bf16 only where B trains in bf16).
+    fastest, rate = ("bf16_gemm", 4e9) if precision == "bf16-mixed" else ("conv3x3", 2e9)
+    assert report["time_to_accuracy"]["floor_yardstick"] == fastest
+    assert report["time_to_accuracy"]["floor_s"] == 8e9 / rate
+    assert report["time_to_accuracy"]["training_s_at_b_rate"] == pytest.approx(
+        6e9 / report["achieved_flops_per_s"], abs=0.05
+    )
     if precision == "bf16-mixed":  # B's FLOP rate against the bf16 matrix multiply too
         assert report["fraction_of_bf16_gemm_per_round"] == pytest.approx([0.025, 0.0125, 0.0083], abs=1e-4)
         assert "of its bf16 matrix multiply (4.0 GFLOP/s" in suite.format_report(report)

@@ -8,7 +8,7 @@ import torch
 
 import ninlab
 from ninlab._runtime.environment import machine_info, versions
-from ninlab.bench.rates import matmul_flops_per_s, median_rate, training_flops_per_image
+from ninlab.bench.rates import forward_flops_per_image, matmul_flops_per_s, median_rate, training_flops_per_image
 from ninlab.models.summary import summarize
 
 
@@ -19,6 +19,14 @@ def test_training_flops_are_about_three_forward_passes():
     # Backward costs two forwards (input and weight gradients), less the first conv's unneeded input gradient.
     assert 2.5 * forward < train <= 3 * forward
     assert all(p.grad is None for p in model.parameters())
+
+
+@pytest.mark.parametrize("size", [20, 28])
+def test_forward_flops_are_twice_the_summarys_macs_at_each_size(size):
+    """The evaluation pass the recipe-work estimate counts: forward only, in eval mode, at any input size."""
+    model = ninlab.create_model("nin_fast", widths=(8, 16, 32), pad_last_block=False).train()
+    assert forward_flops_per_image(model, (1, size, size)) == 2 * summarize(model, input_size=(1, size, size)).macs
+    assert model.training  # left as it was
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

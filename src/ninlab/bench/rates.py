@@ -14,7 +14,14 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["call_seconds", "conv3x3_flops_per_s", "matmul_flops_per_s", "median_rate", "training_flops_per_image"]
+__all__ = [
+    "call_seconds",
+    "conv3x3_flops_per_s",
+    "forward_flops_per_image",
+    "matmul_flops_per_s",
+    "median_rate",
+    "training_flops_per_image",
+]
 
 
 def median_rate(work: float, seconds: list[float]) -> float:
@@ -76,5 +83,16 @@ def training_flops_per_image(model: nn.Module, input_size: tuple[int, int, int],
         logits = model(x)
         nn.functional.cross_entropy(logits, torch.zeros(batch_size, dtype=torch.long)).backward()
     model.zero_grad(set_to_none=True)
+    model.train(was_training)
+    return counter.get_total_flops() / batch_size
+
+
+@torch.no_grad()
+def forward_flops_per_image(model: nn.Module, input_size: tuple[int, int, int], batch_size: int = 8) -> float:
+    """FLOPs of one evaluation forward pass per image (eval mode, no gradients), counted on a real batch."""
+    was_training = model.training
+    model.eval()
+    with FlopCounterMode(display=False) as counter:
+        model(torch.randn(batch_size, *input_size))
     model.train(was_training)
     return counter.get_total_flops() / batch_size

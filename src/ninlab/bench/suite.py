@@ -4,8 +4,9 @@ Reports, in one run: images/s of the seed-style pipeline (A), ninlab's fit path 
 each the median of ``--windows`` timed windows after a warm-up epoch, the three taking turns window by window; the
 ratios B/A and B/C, medians of the ratios of same-numbered windows; peak RSS per pipeline;
 B's training FLOP rate over its whole timed epoch as a fraction of this machine's fp32 sgemm rate, measured in the
-same run (with ``--precision bf16-mixed``, also as a fraction of its bf16 matrix-multiply rate); and optionally
-(``--inference``) PyTorch and onnxruntime inference speed.
+same run (with ``--precision bf16-mixed``, also as a fraction of its bf16 matrix-multiply rate); the FLOPs of the
+recipe's whole fit and the least time they take at the fastest of those rates (:mod:`ninlab.bench.recipe_work`);
+and optionally (``--inference``) PyTorch and onnxruntime inference speed.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 
 from ninlab._runtime.environment import describe_host, environment_report
 from ninlab.bench.rates import conv3x3_flops_per_s, matmul_flops_per_s
+from ninlab.bench.recipe_work import recipe_work
 from ninlab.bench.rounds import recipe_model, run_round
 from ninlab.bench.training import PIPELINES, BenchConfig, PipelineResult
 from ninlab.training.lightning_cli import recipe_path
@@ -29,6 +31,9 @@ __all__ = ["TIME_TO_ACCURACY", "bench", "format_report"]
 
 _LETTERS = {"seed_style": "A", "ninlab": "B", "bare": "C"}
 """The pipelines' letters in the printed report: A seed-style, B ninlab fit, C bare loop."""
+
+_YARDSTICKS = {"sgemm": "fp32 sgemm", "conv3x3": "fp32 3x3 convolution", "bf16_gemm": "bf16 matrix multiply"}
+"""The yardsticks' names in the printed report."""
 
 TIME_TO_ACCURACY = {
     "fast_fashion_mnist": "docs/benchmarks.md#time-to-accuracy-on-fashion-mnist",
@@ -53,7 +58,9 @@ def bench(config: BenchConfig, rounds: int = 1, inference: bool = False, quiet: 
     changing speed cancels out of them. Each pipeline's images/s is its median window in its median round; the sgemm
     rate is measured every round, and the sgemm fraction is the median of the rounds' values; so is a fast fp32 3x3
     convolution's rate (:func:`conv3x3_flops_per_s`), and B's fraction of it beside. Under ``bf16-mixed``
-    the bf16 matrix-multiply rate is measured every round too, and B's fraction of it reported beside.
+    the bf16 matrix-multiply rate is measured every round too, and B's fraction of it reported beside. The recipe's
+    whole fit is counted (:func:`recipe_work`) and its FLOPs divided by the fastest yardstick (``floor_s``) and its
+    training FLOPs by B's rate (``training_s_at_b_rate``), under ``time_to_accuracy``.
 
     A line per round on stderr tells how far it got; ``quiet=False`` also shows the pipelines' own output.
     """
@@ -119,6 +126,15 @@ def bench(config: BenchConfig, rounds: int = 1, inference: bool = False, quiet: 
             report[f"fraction_of_{name}"] = statistics.median(fractions)
             report[f"fraction_of_{name}_per_round"] = [round(v, 4) for v in fractions]
             report[f"{name}_flops_per_s"] = statistics.median(rates)
+    # After the rounds, so that bad data is reported from the pipeline that reads it first, as before.
+    work = recipe_work(config, quiet=quiet)
+    fastest = max((name for name, rates in yardsticks.items() if rates), key=lambda n: report[f"{n}_flops_per_s"])
+    report["time_to_accuracy"].update(
+        recipe_work=work.as_dict(),
+        floor_yardstick=fastest,
+        floor_s=round(work.total_flops / report[f"{fastest}_flops_per_s"], 1),
+        training_s_at_b_rate=round(work.train_flops / report["achieved_flops_per_s"], 1),
+    )
     if inference:
         from ninlab.bench.inference import inference_speed  # onnx export is slow to import; only when asked
 
@@ -154,7 +170,14 @@ def format_report(report: dict) -> str:
         native = "native" if report["machine"].get("cpu_native_bf16") else "emulated: no bf16 instructions"
         lines.append(f"  and {report['fraction_of_bf16_gemm']:.2f} of its bf16 matrix multiply "
                      f"({report['bf16_gemm_flops_per_s'] / 1e9:.1f} GFLOP/s, {native})")  # fmt: skip
-    lines.append(f"time to accuracy (whole fits, per host): {report['time_to_accuracy']['recorded_in']}")
+    tta = report["time_to_accuracy"]
+    work = tta["recipe_work"]
+    lines += [
+        f"time to accuracy (whole fits, per host): {tta['recorded_in']}",
+        f"  the recipe's whole fit ({work['epochs']} epochs of {work['train_images']:,} images, evaluation included) "
+        f"computes {work['total_flops'] / 1e12:.2f} TFLOP: at least {tta['floor_s']:.0f} s at this machine's "
+        f"{_YARDSTICKS[tta['floor_yardstick']]} rate, and its training {tta['training_s_at_b_rate']:.0f} s at B's",
+    ]
     if "inference" in report:
         inf = report["inference"]
         lines.append(f"inference: PyTorch {inf['torch_images_per_s']:,.0f} img/s (batch 256), "

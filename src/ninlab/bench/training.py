@@ -99,17 +99,19 @@ class PipelineResult:
         return self.train_flops_per_image * self.epoch_images_per_s
 
 
-def recipe_cli(config: BenchConfig, workdir: str, callbacks: list) -> NinlabCLI:
+def recipe_cli(config: BenchConfig, workdir: str, callbacks: list, whole_recipe: bool = False) -> NinlabCLI:
     """The recipe as ``ninlab fit -c recipe`` builds it, on ``limit`` images, writing its run under ``workdir``.
 
     Every epoch trains at the recipe's full image size (no progressive resizing): A, B and C are timed on the same
-    images, and the FLOPs per image are those of that size.
+    images, and the FLOPs per image are those of that size. ``whole_recipe`` builds it as a user's ``ninlab fit``
+    would instead: all its data, epochs, sizes and sanity checks (on the CPU; only the precision is the bench's).
     """
-    args = ["--config", str(recipe_path(config.recipe)), f"--trainer.max_epochs={config.epochs}",
-            "--data.train_scales=null",
-            "--trainer.num_sanity_val_steps=0", f"--data.limit_train={config.limit}",
-            f"--data.val_size={config.val_size}", f"--trainer.default_root_dir={workdir}",
+    args = ["--config", str(recipe_path(config.recipe)), f"--trainer.default_root_dir={workdir}",
             "--trainer.accelerator=cpu", "--trainer.devices=1"]  # fmt: skip
+    if not whole_recipe:
+        args += [f"--trainer.max_epochs={config.epochs}", "--data.train_scales=null",
+                 "--trainer.num_sanity_val_steps=0", f"--data.limit_train={config.limit}",
+                 f"--data.val_size={config.val_size}"]  # fmt: skip
     if config.root is not None:
         args.append(f"--data.root={config.root}")
     if config.precision is not None:

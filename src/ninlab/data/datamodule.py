@@ -258,6 +258,12 @@ class ImageDataModule(EvaluationSplits, DeviceBatches, L.LightningDataModule):
         """The test split as set up: uint8 images ``N x C x H x W`` and int64 labels (after ``setup("test")``)."""
         return self._tensors("test", "test")
 
+    def num_images(self, split: str) -> int:
+        """Images in the in-memory ``split`` (``train``, ``val`` or ``test``) as set up; 0 for no validation split."""
+        if split not in self._splits:
+            raise ConfigError(f"the {split} split is not set up; call setup() with the matching stage first")
+        return len(self._splits[split]) if self._splits[split] is not None else 0
+
     def _tensors(self, split: str, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
         if split not in self._splits:
             raise ConfigError(f"the {split} split is not set up; call setup('{stage}') first")

@@ -11,7 +11,21 @@ import torch
 
 from ninlab.data import transforms
 
-__all__ = ["DeviceBatches"]
+__all__ = ["DeviceBatches", "train_image_size"]
+
+
+def train_image_size(scales: list[float] | None, epoch: int, full: tuple[int, int],
+                     smallest: int = 1) -> tuple[int, int] | None:  # fmt: skip
+    """The (height, width) training images are resized to in ``epoch`` (0-based) under progressive resizing; None
+    where that epoch trains at the ``full`` size evaluation sees.
+
+    Early epochs train on smaller images (fewer pixels, cheaper steps), each side ``scales[epoch]`` of the full one
+    (the last entry repeating), so a recipe means the same on any dataset; never below the network's ``smallest``.
+    """
+    scale = scales[min(epoch, len(scales) - 1)] if scales else 1.0
+    if scale == 1.0:
+        return None
+    return tuple(max(smallest, round(scale * side)) for side in full)
 
 
 class DeviceBatches:
@@ -47,16 +61,9 @@ class DeviceBatches:
         return self.prepare_batch(images, self._train_size(images) if training else None), labels
 
     def _train_size(self, images: torch.Tensor) -> tuple[int, int] | None:
-        # Progressive resizing: early epochs train on smaller images (fewer pixels, cheaper steps), as a fraction of
-        # the size evaluation sees, so a recipe means the same on any dataset; never below the network's smallest.
-        scales = self.train_scales
-        scale = scales[min(self._epoch(), len(scales) - 1)] if scales else 1.0
-        if scale == 1.0:
-            return None
         full = (self.image_size, self.image_size) if self.image_size is not None else tuple(images.shape[-2:])
         net = getattr(getattr(self.trainer, "lightning_module", None), "net", None)
-        smallest = getattr(net, "min_input_size", 1)
-        return tuple(max(smallest, round(scale * side)) for side in full)
+        return train_image_size(self.train_scales, self._epoch(), full, getattr(net, "min_input_size", 1))
 
     def augment_batch(self, images: torch.Tensor) -> torch.Tensor:
         """Random crop and (if enabled) flip of a uint8 batch; shape and dtype are kept.
