@@ -5,9 +5,9 @@ host could meet a time target at all: the recipe's FLOPs (every training epoch a
 every validation pass, the sanity check and the closing test, with flip averaging where the recipe evaluates so)
 divided by the fastest yardstick measured in the same run is the time the fit would take if every FLOP ran at that
 rate (``floor_s`` of ``ninlab bench``). A host whose floor is near or above a recipe's time target cannot meet it
-with that recipe, however its steps are tuned; docs/benchmarks.md gives the floors per host. The training FLOPs at
-B's measured rate (``training_s_at_b_rate``) say roughly how long the training epochs take, B being timed at the
-recipe's full image size only.
+with that recipe unless the whole fit runs at the yardstick's speed; docs/benchmarks.md gives the floors per host.
+The training FLOPs at B's measured rate (``training_s_at_b_rate``) say roughly how long the training epochs take, B
+being timed at the recipe's full image size only.
 """
 
 from __future__ import annotations
