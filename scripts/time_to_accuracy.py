@@ -3,10 +3,11 @@
 Runs ``ninlab fit [-c RECIPE] --data.root DIR --seed_everything N --data.seed N [--trainer.precision P]`` once per
 recipe, precision and seed, one at a time and with the progress bar on (what a user runs), then prints a Markdown
 table of test accuracy and fit time (``wall_s`` of the run's summary.json) as mean +/- std, with the host (CPU model,
-torch's cpu_capability, native bf16 or not) and the load average at the start of every run, and writes it all as
-JSON. ``--plot`` draws the runs' validation accuracy against wall time (scripts/plot_time_to_accuracy.py). Options
-after ``--`` go to every ``ninlab fit``. This is the measurement behind docs/benchmarks.md's time-to-accuracy table;
-run it on an otherwise idle machine.
+torch's cpu_capability, native bf16 or not), the load average at the start of every run and each recipe's floor on
+this host (its whole fit's FLOPs at the fastest yardstick measured before the runs, :mod:`ninlab.bench.recipe_work`),
+and writes it all as JSON. ``--plot`` draws the runs' validation accuracy against wall time
+(scripts/plot_time_to_accuracy.py). Options after ``--`` go to every ``ninlab fit``. This is the measurement behind
+docs/benchmarks.md's time-to-accuracy table; run it on an otherwise idle machine.
 
     python scripts/time_to_accuracy.py --root ../shared/data/fashion-mnist --out runs/time_to_accuracy \\
         --precisions 32-true bf16-mixed --plot docs/time_to_accuracy.png
@@ -23,7 +24,12 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 from ninlab._runtime.environment import describe_host, environment_report
+from ninlab.bench.rates import conv3x3_flops_per_s, matmul_flops_per_s
+from ninlab.bench.recipe_work import recipe_work
+from ninlab.bench.training import BenchConfig
 from ninlab.training.lightning_cli import recipe_path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,11 +65,27 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def table(runs: list[dict], machine: dict) -> str:
-    """The Markdown table: one row per recipe and precision, with the host and the verdict on the targets."""
+def yardsticks(precisions: list[str]) -> dict[str, float]:
+    """This machine's fp32 sgemm and 3x3 convolution FLOP/s (and bf16 matrix multiply where bf16-mixed is run)."""
+    rates = {"sgemm": matmul_flops_per_s(torch.float32), "conv3x3": conv3x3_flops_per_s()}
+    if "bf16-mixed" in precisions:
+        rates["bf16_gemm"] = matmul_flops_per_s(torch.bfloat16)
+    return rates
+
+
+def floor_s(recipe: str, precision: str, root: str, rates: dict[str, float], fit_args: list[str]) -> float:
+    """Seconds the recipe's whole fit (with ``fit_args``) would take at the fastest yardstick its precision uses."""
+    work = recipe_work(BenchConfig(recipe=recipe, root=root, precision=precision), fit_args=fit_args)
+    usable = [rate for name, rate in rates.items() if name != "bf16_gemm" or precision == "bf16-mixed"]
+    return work.total_flops / max(usable)
+
+
+def table(runs: list[dict], machine: dict, floors: dict[tuple[str, str], float]) -> str:
+    """The Markdown table: one row per recipe and precision, with the host, the recipe's floor and the verdict on the
+    targets."""
     host = describe_host(machine)
-    lines = [f"Host: {host}", "", "| recipe | precision | seeds | test acc | fit | load at starts | target | met |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    header = "| recipe | precision | seeds | test acc | fit | floor | load at starts | target | met |"
+    lines = [f"Host: {host}", "", header, "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     groups: dict[tuple[str, str], list[dict]] = {}
     for run in runs:
         groups.setdefault((run["recipe"], run["precision"]), []).append(run)
@@ -79,7 +101,8 @@ def table(runs: list[dict], machine: dict) -> str:
             met = "yes" if acc >= want and min(accs) >= lowest and fit_s <= seconds else "no"
         seeds = ", ".join(str(r["seed"]) for r in group)
         lines.append(f"| {recipe} | {precision} | {seeds} | {acc:.2%} +/- {acc_std:.2%} | "
-                     f"{fit_s:.1f} +/- {fit_std:.1f} s | {loads} | {target} | {met} |")  # fmt: skip
+                     f"{fit_s:.1f} +/- {fit_std:.1f} s | {floors[recipe, precision]:.1f} s | {loads} | {target} | "
+                     f"{met} |")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -97,13 +120,19 @@ def main() -> None:
 
     stamp = time.strftime("%Y%m%d-%H%M%S")
     environment = environment_report()
+    rates = yardsticks(args.precisions)  # before the runs, on the idle machine
+    floors = {(recipe, precision): floor_s(recipe, precision, args.root, rates, args.fit_args)
+              for recipe in args.recipes for precision in args.precisions}  # fmt: skip
     runs = [fit(recipe, seed, precision, args.root, args.out / stamp / f"{recipe}-{precision}-seed{seed}",
                 args.fit_args)
             for recipe in args.recipes for precision in args.precisions for seed in args.seeds]  # fmt: skip
-    report = table(runs, environment["machine"])
+    report = table(runs, environment["machine"], floors)
     print(f"\n{time.strftime('%Y-%m-%d %H:%M')}\n{report}")
     if args.json:
-        args.json.write_text(json.dumps({"runs": runs, "table": report, **environment}, indent=2) + "\n")
+        floors_json = [{"recipe": recipe, "precision": precision, "floor_s": round(seconds, 1)}
+                       for (recipe, precision), seconds in floors.items()]  # fmt: skip
+        result = {"runs": runs, "table": report, "yardsticks_flops_per_s": rates, "floors": floors_json, **environment}
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
     if args.plot:
         labels = [f"{run['recipe'].removesuffix('_fashion_mnist')} {run['precision']}={run['run_dir']}" for run in runs]
         subprocess.run([sys.executable, str(ROOT / "scripts" / "plot_time_to_accuracy.py"), "--output", str(args.plot),

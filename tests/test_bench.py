@@ -372,6 +372,14 @@ def test_time_to_accuracy_script_runs_each_seed_and_judges_the_target(real_data_
     assert f"({result['machine']['cpu_id']})" in result["table"]  # the host line names the CPU's generation
     (row,) = [line for line in result["table"].splitlines() if line.startswith("| fast_fashion_mnist |")]
     assert row.startswith("| fast_fashion_mnist | 32-true | 0, 1 |") and row.endswith("| no |")  # 3 batches: far off
+    # The floor counts the fits as run: 3 training batches of 256 at 20x20, and 2 validation batches per pass and in
+    # the sanity check, and 2 test batches, each evaluated twice (flip averaging).
+    net = create_model("nin_fast", widths=[16, 64, 128], pad_last_block=False)
+    flops = 3 * 256 * training_flops_per_image(net, (1, 20, 20))
+    flops += (2 + 2 + 2) * 256 * 2 * forward_flops_per_image(net, (1, 28, 28))
+    (floor,) = result["floors"]
+    assert floor["floor_s"] == pytest.approx(flops / max(result["yardsticks_flops_per_s"].values()), abs=0.05)
+    assert f" s | {floor['floor_s']:.1f} s | " in row
     assert row in capsys.readouterr().out and plot.stat().st_size > 10_000
 
 

@@ -12,6 +12,7 @@ being timed at the recipe's full image size only.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from ninlab.bench.rates import forward_flops_per_image, training_flops_per_image
@@ -29,6 +30,7 @@ class RecipeWork:
     recipe: str
     epochs: int
     train_images: int
+    """Training images per epoch."""
     val_images: int
     """Validation images per validation pass (0 without a validation split)."""
     val_passes: int
@@ -53,19 +55,32 @@ class RecipeWork:
         return {**asdict(self), "total_flops": self.total_flops}
 
 
-def recipe_work(config: BenchConfig, quiet: bool = True) -> RecipeWork:
-    """Count the FLOPs of ``ninlab fit -c RECIPE`` on its whole data, as a user would run it (:func:`recipe_cli`).
+def _images_per_pass(images: int, batch_size: int, limit: int | float) -> int:
+    """Images one pass over a split of ``images`` sees under Lightning's ``limit_*_batches`` (batches if an int, a
+    fraction of the batches if a float)."""
+    batches = -(-images // batch_size)
+    allowed = limit if isinstance(limit, int) else int(limit * batches)
+    return min(images, allowed * batch_size)
 
-    Every split is set up (the data are read from ``config.root`` or the cache) to count its images; the network's
-    FLOPs per image are counted by ``torch.utils.flop_counter`` at each epoch's training size and, forward only, at
-    the evaluation size. Lightning's sanity check counts as ``num_sanity_val_steps`` batches of validation.
+
+def recipe_work(config: BenchConfig, quiet: bool = True, fit_args: Sequence[str] = ()) -> RecipeWork:
+    """Count the FLOPs of ``ninlab fit -c RECIPE [fit_args]`` on its data, as a user would run it (:func:`recipe_cli`).
+
+    Every split is set up (the data are read from ``config.root`` or the cache) to count its images, as many as the
+    trainer's ``limit_*_batches`` let through; the network's FLOPs per image are counted by
+    ``torch.utils.flop_counter`` at each epoch's training size and, forward only, at the evaluation size. Lightning's
+    sanity check counts as ``num_sanity_val_steps`` batches of validation.
     """
     with scratch_dir() as workdir, output_discarded(quiet):
-        cli = recipe_cli(config, workdir, [], whole_recipe=True)
+        cli = recipe_cli(config, workdir, [], whole_recipe=True, extra_args=fit_args)
         data, trainer, model = cli.datamodule, cli.trainer, cli.model
         data.setup("fit")
         data.setup("test")
-        train_images, val_images, test_images = (data.num_images(split) for split in ("train", "val", "test"))
+        limits = trainer.limit_train_batches, trainer.limit_val_batches, trainer.limit_test_batches
+        train_images, val_images, test_images = (
+            _images_per_pass(data.num_images(split), data.batch_size, limit)
+            for split, limit in zip(("train", "val", "test"), limits, strict=True)
+        )
         channels, height, width = data.input_size
         smallest = model.net.min_input_size
         sizes = [train_image_size(data.train_scales, epoch, (height, width), smallest) or (height, width)

@@ -28,7 +28,7 @@ import resource
 import statistics
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import lightning as L
@@ -99,12 +99,14 @@ class PipelineResult:
         return self.train_flops_per_image * self.epoch_images_per_s
 
 
-def recipe_cli(config: BenchConfig, workdir: str, callbacks: list, whole_recipe: bool = False) -> NinlabCLI:
+def recipe_cli(config: BenchConfig, workdir: str, callbacks: list, whole_recipe: bool = False,
+               extra_args: Sequence[str] = ()) -> NinlabCLI:  # fmt: skip
     """The recipe as ``ninlab fit -c recipe`` builds it, on ``limit`` images, writing its run under ``workdir``.
 
     Every epoch trains at the recipe's full image size (no progressive resizing): A, B and C are timed on the same
     images, and the FLOPs per image are those of that size. ``whole_recipe`` builds it as a user's ``ninlab fit``
     would instead: all its data, epochs, sizes and sanity checks (on the CPU; only the precision is the bench's).
+    ``extra_args`` are options of ``ninlab fit`` given after everything else, as a user's command line would.
     """
     args = ["--config", str(recipe_path(config.recipe)), f"--trainer.default_root_dir={workdir}",
             "--trainer.accelerator=cpu", "--trainer.devices=1"]  # fmt: skip
@@ -116,6 +118,7 @@ def recipe_cli(config: BenchConfig, workdir: str, callbacks: list, whole_recipe:
         args.append(f"--data.root={config.root}")
     if config.precision is not None:
         args.append(f"--trainer.precision={config.precision}")
+    args += extra_args
     return NinlabCLI(NiNClassifier, ImageDataModule, args=args, run=False, trainer_defaults={"callbacks": callbacks},
                      save_config_kwargs={"overwrite": True}, auto_configure_optimizers=False)  # fmt: skip
 
