@@ -28,7 +28,7 @@ import torch
 
 from ninlab._runtime.environment import describe_host, environment_report
 from ninlab.bench.rates import conv3x3_flops_per_s, matmul_flops_per_s
-from ninlab.bench.recipe_work import recipe_work
+from ninlab.bench.recipe_work import floor, recipe_work
 from ninlab.bench.training import BenchConfig
 from ninlab.training.lightning_cli import recipe_path
 
@@ -73,13 +73,6 @@ def yardsticks(precisions: list[str]) -> dict[str, float]:
     return rates
 
 
-def floor_s(recipe: str, precision: str, root: str, rates: dict[str, float], fit_args: list[str]) -> float:
-    """Seconds the recipe's whole fit (with ``fit_args``) would take at the fastest yardstick its precision uses."""
-    work = recipe_work(BenchConfig(recipe=recipe, root=root, precision=precision), fit_args=fit_args)
-    usable = [rate for name, rate in rates.items() if name != "bf16_gemm" or precision == "bf16-mixed"]
-    return work.total_flops / max(usable)
-
-
 def table(runs: list[dict], machine: dict, floors: dict[tuple[str, str], float]) -> str:
     """The Markdown table: one row per recipe and precision, with the host, the recipe's floor and the verdict on the
     targets."""
@@ -121,7 +114,10 @@ def main() -> None:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     environment = environment_report()
     rates = yardsticks(args.precisions)  # before the runs, on the idle machine
-    floors = {(recipe, precision): floor_s(recipe, precision, args.root, rates, args.fit_args)
+    # The same FLOPs in every precision: each recipe is counted once, then timed at each precision's yardsticks.
+    works = {recipe: recipe_work(BenchConfig(recipe=recipe, root=args.root), fit_args=args.fit_args)
+             for recipe in args.recipes}  # fmt: skip
+    floors = {(recipe, precision): floor(works[recipe], rates, precision)[1]
               for recipe in args.recipes for precision in args.precisions}  # fmt: skip
     runs = [fit(recipe, seed, precision, args.root, args.out / stamp / f"{recipe}-{precision}-seed{seed}",
                 args.fit_args)

@@ -20,7 +20,7 @@ from ninlab.bench.rounds import output_discarded
 from ninlab.bench.training import BenchConfig, recipe_cli, scratch_dir
 from ninlab.data.device_batches import train_image_size
 
-__all__ = ["RecipeWork", "recipe_work"]
+__all__ = ["RecipeWork", "floor", "recipe_work"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,15 @@ class RecipeWork:
     def as_dict(self) -> dict:
         """The fields and the total, JSON-ready."""
         return {**asdict(self), "total_flops": self.total_flops}
+
+
+def floor(work: RecipeWork, rates: dict[str, float], precision: str | None) -> tuple[str, float]:
+    """The fastest of the measured yardsticks ``rates`` (FLOP/s by name: ``sgemm``, ``conv3x3``, ``bf16_gemm``) that
+    a fit in ``precision`` can use (the bf16 matrix multiply only under ``bf16-mixed``), and the seconds the recipe's
+    whole fit would take at it."""
+    usable = {name: rate for name, rate in rates.items() if name != "bf16_gemm" or precision == "bf16-mixed"}
+    fastest = max(usable, key=usable.get)
+    return fastest, work.total_flops / usable[fastest]
 
 
 def _images_per_pass(images: int, batch_size: int, limit: int | float) -> int:

@@ -21,7 +21,7 @@ import torch
 
 from ninlab._runtime.environment import describe_host, environment_report
 from ninlab.bench.rates import conv3x3_flops_per_s, matmul_flops_per_s
-from ninlab.bench.recipe_work import recipe_work
+from ninlab.bench.recipe_work import floor, recipe_work
 from ninlab.bench.rounds import recipe_model, run_round
 from ninlab.bench.training import PIPELINES, BenchConfig, PipelineResult
 from ninlab.training.lightning_cli import recipe_path
@@ -128,11 +128,12 @@ def bench(config: BenchConfig, rounds: int = 1, inference: bool = False, quiet: 
             report[f"{name}_flops_per_s"] = statistics.median(rates)
     # After the rounds, so that bad data is reported from the pipeline that reads it first, as before.
     work = recipe_work(config, quiet=quiet)
-    fastest = max((name for name, rates in yardsticks.items() if rates), key=lambda n: report[f"{n}_flops_per_s"])
+    rates = {name: report[f"{name}_flops_per_s"] for name, measured in yardsticks.items() if measured}
+    fastest, seconds = floor(work, rates, ninlab.precision)
     report["time_to_accuracy"].update(
         recipe_work=work.as_dict(),
         floor_yardstick=fastest,
-        floor_s=round(work.total_flops / report[f"{fastest}_flops_per_s"], 1),
+        floor_s=round(seconds, 1),
         training_s_at_b_rate=round(work.train_flops / report["achieved_flops_per_s"], 1),
     )
     if inference:

@@ -251,23 +251,24 @@ class ImageDataModule(EvaluationSplits, DeviceBatches, L.LightningDataModule):
     @property
     def train_tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The training split as set up: uint8 images ``N x C x H x W`` and int64 labels (after ``setup("fit")``)."""
-        return self._tensors("train", "fit")
+        return self._set_up("train").tensors
 
     @property
     def test_tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The test split as set up: uint8 images ``N x C x H x W`` and int64 labels (after ``setup("test")``)."""
-        return self._tensors("test", "test")
+        return self._set_up("test").tensors
 
     def num_images(self, split: str) -> int:
         """Images in the in-memory ``split`` (``train``, ``val`` or ``test``) as set up; 0 for no validation split."""
-        if split not in self._splits:
-            raise ConfigError(f"the {split} split is not set up; call setup() with the matching stage first")
-        return len(self._splits[split]) if self._splits[split] is not None else 0
+        data = self._set_up(split)
+        return len(data) if data is not None else 0
 
-    def _tensors(self, split: str, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def _set_up(self, split: str) -> IndexBatches | None:
+        """The in-memory ``split`` that :meth:`setup` built (None: no validation split); an error if it has not."""
         if split not in self._splits:
+            stage = {"train": "fit", "val": "fit"}.get(split, split)
             raise ConfigError(f"the {split} split is not set up; call setup('{stage}') first")
-        return self._splits[split].tensors
+        return self._splits[split]
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training batches (this process's shard)."""
@@ -296,9 +297,7 @@ class ImageDataModule(EvaluationSplits, DeviceBatches, L.LightningDataModule):
             return self._packed.loader(split, self.batch_size, train=shuffle, seed=self.seed, rank=rank,
                                        world_size=world_size, num_workers=self.num_workers,
                                        epoch=self._epoch)  # fmt: skip
-        if split not in self._splits:
-            raise ConfigError(f"the {split} split is not set up; call setup() with the matching stage first")
-        data = self._splits[split]
+        data = self._set_up(split)
         rank, world_size = self._rank_world()
         sampler = ShardedBatchSampler(data, self.batch_size, shuffle, self.seed, rank, world_size)
         return DataLoader(data, batch_size=None, sampler=sampler, num_workers=self.num_workers)
