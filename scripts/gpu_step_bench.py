@@ -8,10 +8,13 @@ device events over ``--windows`` windows of ``--steps`` steps after warm-up, med
 counts training FLOPs with ``torch.utils.flop_counter`` (ninlab.bench.rates). Comparing ``ninlab fit``'s
 ``train_images_per_s`` with this shows what the Lightning loop and ninlab's callbacks cost on the device.
 
-A variant is ``MODE:PRECISION:BATCH``, MODE one of eager, compile (``torch.compile``, inductor) or cudagraphs
-(``torch.compile(mode="reduce-overhead")``), PRECISION fp32 or bf16::
+A variant is ``MODE:PRECISION:BATCH[:LAYOUT]``, MODE one of eager, compile (``torch.compile``, inductor) or
+cudagraphs (``torch.compile(mode="reduce-overhead")``), PRECISION fp32 or bf16, LAYOUT channels_last (the recipe's,
+the default) or contiguous (NCHW). ``--profile`` adds each variant's top kernels by time on the device over one
+more window (torch.profiler's table)::
 
     PYTHONPATH=src python scripts/gpu_step_bench.py --root DIR eager:fp32:128 eager:bf16:128 compile:bf16:128
+    PYTHONPATH=src python scripts/gpu_step_bench.py --root DIR --profile eager:bf16:128 cudagraphs:bf16:128:contiguous
 
 On a CPU it runs too (slowly), which is what its smoke test does.
 """
@@ -35,26 +38,32 @@ from ninlab.models.init import init_weights
 IMAGE_SIZE = 224
 MODES = {"eager": None, "compile": "default", "cudagraphs": "reduce-overhead"}
 PRECISIONS = ("fp32", "bf16")
+LAYOUTS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
 
 
-def parse_variant(text: str) -> tuple[str, str, int]:
-    """``"compile:bf16:128"`` -> ``("compile", "bf16", 128)``, with a one-line error for anything else."""
+def parse_variant(text: str) -> tuple[str, str, int, str]:
+    """``"compile:bf16:128"`` -> ``("compile", "bf16", 128, "channels_last")``, a one-line error for anything else."""
     parts = text.split(":")
-    if len(parts) != 3 or parts[0] not in MODES or parts[1] not in PRECISIONS or not parts[2].isdigit():
+    if len(parts) == 3:
+        parts.append("channels_last")
+    if (len(parts) != 4 or parts[0] not in MODES or parts[1] not in PRECISIONS or not parts[2].isdigit()
+            or parts[3] not in LAYOUTS):  # fmt: skip
         raise argparse.ArgumentTypeError(
-            f"expected MODE:PRECISION:BATCH with MODE in {sorted(MODES)} and PRECISION in {PRECISIONS}, found {text!r}"
+            f"expected MODE:PRECISION:BATCH[:LAYOUT] with MODE in {sorted(MODES)}, PRECISION in {PRECISIONS} and "
+            f"LAYOUT in {sorted(LAYOUTS)}, found {text!r}"
         )
-    return parts[0], parts[1], int(parts[2])
+    return parts[0], parts[1], int(parts[2]), parts[3]
 
 
 def training_step(
-    images: torch.Tensor, labels: torch.Tensor, mode: str, precision: str, batch_size: int
+    images: torch.Tensor, labels: torch.Tensor, mode: str, precision: str, batch_size: int, layout: str
 ) -> Callable[[], None]:
     """One recipe step on the next shuffled batch of the device-resident ``images``; built, not yet run."""
     device = images.device
+    memory_format = LAYOUTS[layout]
     net = create_model("nin_d2l")
     init_weights(net, "xavier")
-    net = net.to(device, memory_format=torch.channels_last)
+    net = net.to(device, memory_format=memory_format)
     model = torch.compile(net, mode=MODES[mode]) if MODES[mode] else net
     optimizer = torch.optim.SGD(net.parameters(), lr=0.1, foreach=True)
     autocast = torch.autocast(device.type, torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
@@ -66,7 +75,7 @@ def training_step(
         index = order[(position[0] % batches) * batch_size :][:batch_size]
         position[0] += 1
         x = images[index].float().div_(255)
-        x = transforms.resize(x, (IMAGE_SIZE, IMAGE_SIZE)).contiguous(memory_format=torch.channels_last)
+        x = transforms.resize(x, (IMAGE_SIZE, IMAGE_SIZE)).contiguous(memory_format=memory_format)
         with autocast:
             logits = model(x)
         loss = F.cross_entropy(logits.float(), labels[index])
@@ -99,6 +108,19 @@ def time_window(step: Callable[[], None], steps: int, device: torch.device) -> f
     return time.perf_counter() - begin
 
 
+def kernel_table(step: Callable[[], None], steps: int, device: torch.device) -> str:
+    """The top kernels of ``steps`` steps by their total time on the device (torch.profiler's table)."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as profile:
+        for _ in range(steps):
+            step()
+        synchronize(device)
+    sort_by = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    return profile.key_averages().table(sort_by=sort_by, row_limit=15, max_name_column_width=60)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("variants", nargs="+", type=parse_variant, help="MODE:PRECISION:BATCH, e.g. compile:bf16:128")
@@ -107,6 +129,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=50, help="steps per timed window")
     parser.add_argument("--windows", type=int, default=5, help="timed windows per variant (median reported)")
     parser.add_argument("--warmup", type=int, default=10, help="untimed steps first (compilation happens here)")
+    parser.add_argument("--profile", action="store_true", help="print each variant's top kernels over one window")
     args = parser.parse_args()
 
     device = torch.device(args.device)
@@ -117,9 +140,9 @@ def main() -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"device {name}, torch {torch.__version__}, {flops / 1e9:.2f} training GFLOP/image", flush=True)
     rows = []
-    for mode, precision, batch_size in args.variants:
+    for mode, precision, batch_size, layout in args.variants:
         torch.manual_seed(0)
-        step = training_step(images, labels, mode, precision, batch_size)
+        step = training_step(images, labels, mode, precision, batch_size, layout)
         begin = time.perf_counter()
         for _ in range(args.warmup):
             step()
@@ -127,9 +150,12 @@ def main() -> None:
         warmup_s = time.perf_counter() - begin
         rates = [args.steps * batch_size / time_window(step, args.steps, device) for _ in range(args.windows)]
         rate = statistics.median(rates)
-        rows.append((f"{mode}:{precision}:{batch_size}", rate, min(rates), max(rates), rate * flops / 1e12, warmup_s))
+        rows.append((f"{mode}:{precision}:{batch_size}:{layout}", rate, min(rates), max(rates), rate * flops / 1e12,
+                     warmup_s))  # fmt: skip
         print(f"{rows[-1][0]}: {rate:,.0f} images/s ({min(rates):,.0f}-{max(rates):,.0f}), warm-up {warmup_s:.1f} s",
               flush=True)  # fmt: skip
+        if args.profile:
+            print(kernel_table(step, args.steps, device), flush=True)
     print("\n| variant | images/s (median) | range | training TFLOP/s | warm-up s |\n| --- | --- | --- | --- | --- |")
     for name, rate, low, high, tflops, warmup_s in rows:
         print(f"| {name} | {rate:,.0f} | {low:,.0f}-{high:,.0f} | {tflops:.1f} | {warmup_s:.1f} |")

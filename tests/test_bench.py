@@ -225,13 +225,17 @@ def test_gpu_step_bench_runs_on_the_cpu(real_data_dir, monkeypatch, capsys):
     """scripts/gpu_step_bench.py (the GPU recipe's step without Lightning) runs end to end on real data."""
     bench = _load_script("gpu_step_bench")
     argv = ["gpu_step_bench.py", "--root", str(real_data_dir / "fashion-mnist"), "--device", "cpu", "--steps", "1",
-            "--windows", "2", "--warmup", "1", "eager:bf16:2"]  # fmt: skip
+            "--windows", "2", "--warmup", "1", "--profile", "eager:bf16:2", "eager:fp32:2:contiguous"]  # fmt: skip
     monkeypatch.setattr("sys.argv", argv)
     bench.main()
-    row = capsys.readouterr().out.strip().splitlines()[-1]
-    assert row.startswith("| eager:bf16:2 |"), row
+    out = capsys.readouterr().out
+    first, second = out.strip().splitlines()[-2:]
+    assert first.startswith("| eager:bf16:2:channels_last |") and second.startswith("| eager:fp32:2:contiguous |")
+    assert out.count("Self CPU time total") == 2  # one kernel table per variant
     with pytest.raises(Exception, match="expected MODE:PRECISION:BATCH"):
         bench.parse_variant("compile:fp16:128")
+    with pytest.raises(Exception, match="LAYOUT in"):
+        bench.parse_variant("compile:bf16:128:nhwc")
 
 
 def test_bare_loop_refuses_a_precision_it_cannot_mirror(real_data_dir):
@@ -383,6 +387,18 @@ def test_time_to_accuracy_script_runs_each_seed_and_judges_the_target(real_data_
     assert row in capsys.readouterr().out and plot.stat().st_size > 10_000
 
 
+def test_gpu_d2l_seeds_times_the_first_epoch_at_the_documents_accuracy(tmp_path):
+    """The time to 87.4% is the first epoch that reached it on validation, read from the run's metrics.csv."""
+    script = _load_script("gpu_d2l_seeds")
+    (tmp_path / "version_0").mkdir()
+    rows = ["epoch,step,train/loss,val/acc,time/elapsed_s", "0,10,,0.80,11.5", "0,10,0.9,,", "1,20,,0.8741,20.25",
+            "2,30,,0.88,29.0"]  # fmt: skip
+    (tmp_path / "version_0" / "metrics.csv").write_text("\n".join(rows) + "\n")
+    assert script.seconds_to_val_target(tmp_path) == 20.2  # rounded to 0.1 s
+    (tmp_path / "version_0" / "metrics.csv").write_text("\n".join(rows[:2]) + "\n")
+    assert script.seconds_to_val_target(tmp_path) is None
+
+
 def test_gpu_d2l_seeds_script_records_each_run_on_the_cpu(real_data_dir, tmp_path, monkeypatch, capsys):
     """scripts/gpu_d2l_seeds.py (the GPU seeds of the d2l recipes, fixed and as written) runs end to end on the CPU.
 
@@ -412,6 +428,7 @@ def test_gpu_d2l_seeds_script_records_each_run_on_the_cpu(real_data_dir, tmp_pat
     fixed, written = json.loads((tmp_path / "runs" / "results.json").read_text())
     assert fixed["status"] == written["status"] == "ok" and fixed["steps"] == written["steps"] == 3
     assert 0 <= fixed["test_acc"] <= 1 and fixed["final_train_loss"] > 0
+    assert fixed["s_to_val_target"] is None  # 3 steps reach nowhere near 87.4%
     assert fixed["dead_maps_on_test"] == "none (no ReLU)"  # the fix drops the class maps' ReLU
     assert isinstance(written["dead_maps_on_test"], list) and isinstance(written["classes_never_predicted"], list)
     table = (tmp_path / "runs" / "results.md").read_text()
