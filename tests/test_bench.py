@@ -221,6 +221,21 @@ def _load_script(name: str):
     return module
 
 
+def test_time_to_accuracy_plot_draws_each_run_with_its_title(tmp_path, monkeypatch):
+    """scripts/plot_time_to_accuracy.py reads each run's metrics.csv and summary.json and writes the figure."""
+    plot = _load_script("plot_time_to_accuracy")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.csv").write_text("epoch,step,val/acc,time/elapsed_s\n0,10,0.85,6.0\n1,20,0.90,12.0\n")
+    (run / "summary.json").write_text(json.dumps({"test_acc": 0.91, "wall_s": 13.0}))
+    assert plot.read_run(run) == ([(6.0, 0.85), (12.0, 0.90)], 0.91, 13.0)
+    output = tmp_path / "figure.png"
+    monkeypatch.setattr("sys.argv", ["plot_time_to_accuracy.py", "--output", str(output), "--title", "one GPU",
+                                     "--targets", "0.5:0.874", "--ylim", "0.5", f"default={run}"])  # fmt: skip
+    plot.main()
+    assert output.read_bytes().startswith(b"\x89PNG")
+
+
 def test_gpu_step_bench_runs_on_the_cpu(real_data_dir, monkeypatch, capsys):
     """scripts/gpu_step_bench.py (the GPU recipe's step without Lightning) runs end to end on real data."""
     bench = _load_script("gpu_step_bench")
