@@ -123,7 +123,9 @@ def kernel_table(step: Callable[[], None], steps: int, device: torch.device) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("variants", nargs="+", type=parse_variant, help="MODE:PRECISION:BATCH, e.g. compile:bf16:128")
+    parser.add_argument(
+        "variants", nargs="+", type=parse_variant, help="MODE:PRECISION:BATCH[:LAYOUT], e.g. compile:bf16:128"
+    )
     parser.add_argument("--root", help="folder with the Fashion-MNIST .gz files (default: ninlab's search)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--steps", type=int, default=50, help="steps per timed window")
