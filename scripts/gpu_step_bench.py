@@ -8,13 +8,17 @@ device events over ``--windows`` windows of ``--steps`` steps after warm-up, med
 counts training FLOPs with ``torch.utils.flop_counter`` (ninlab.bench.rates). Comparing ``ninlab fit``'s
 ``train_images_per_s`` with this shows what the Lightning loop and ninlab's callbacks cost on the device.
 
-A variant is ``MODE:PRECISION:BATCH[:LAYOUT]``, MODE one of eager, compile (``torch.compile``, inductor) or
+A variant is ``MODE:PRECISION:BATCH[:LAYOUT[:FIRST]]``, MODE one of eager, compile (``torch.compile``, inductor) or
 cudagraphs (``torch.compile(mode="reduce-overhead")``), PRECISION fp32 or bf16, LAYOUT channels_last (the recipe's,
-the default) or contiguous (NCHW). ``--profile`` adds each variant's top kernels by time on the device over one
-more window (torch.profiler's table)::
+the default) or contiguous (NCHW), FIRST how the first convolution runs: conv (cuDNN, the default) or patches (the
+same weights as one matrix product over the image's 11x11 patches; on an H200 cuDNN ran the one-channel 11x11
+convolution on a non-tensor-core engine, 10.6% of the step). ``--profile`` adds each variant's top kernels by time
+on the device over one more window (torch.profiler's table)::
 
     PYTHONPATH=src python scripts/gpu_step_bench.py --root DIR eager:fp32:128 eager:bf16:128 compile:bf16:128
     PYTHONPATH=src python scripts/gpu_step_bench.py --root DIR --profile eager:bf16:128 cudagraphs:bf16:128:contiguous
+    PYTHONPATH=src python scripts/gpu_step_bench.py --root DIR cudagraphs:bf16:128 \
+        cudagraphs:bf16:128:channels_last:patches
 
 On a CPU it runs too (slowly), which is what its smoke test does.
 """
@@ -29,6 +33,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ninlab import create_model
 from ninlab.bench.rates import training_flops_per_image
@@ -39,31 +44,53 @@ IMAGE_SIZE = 224
 MODES = {"eager": None, "compile": "default", "cudagraphs": "reduce-overhead"}
 PRECISIONS = ("fp32", "bf16")
 LAYOUTS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
+FIRST_CONVS = ("conv", "patches")
 
 
-def parse_variant(text: str) -> tuple[str, str, int, str]:
-    """``"compile:bf16:128"`` -> ``("compile", "bf16", 128, "channels_last")``, a one-line error for anything else."""
+def parse_variant(text: str) -> tuple[str, str, int, str, str]:
+    """``"compile:bf16:128"`` -> ``("compile", "bf16", 128, "channels_last", "conv")``; a one-line error otherwise."""
     parts = text.split(":")
-    if len(parts) == 3:
-        parts.append("channels_last")
-    if (len(parts) != 4 or parts[0] not in MODES or parts[1] not in PRECISIONS or not parts[2].isdigit()
-            or parts[3] not in LAYOUTS):  # fmt: skip
+    parts += ["channels_last", "conv"][len(parts) - 3 :] if 3 <= len(parts) <= 5 else []
+    if (len(parts) != 5 or parts[0] not in MODES or parts[1] not in PRECISIONS or not parts[2].isdigit()
+            or parts[3] not in LAYOUTS or parts[4] not in FIRST_CONVS):  # fmt: skip
         raise argparse.ArgumentTypeError(
-            f"expected MODE:PRECISION:BATCH[:LAYOUT] with MODE in {sorted(MODES)}, PRECISION in {PRECISIONS} and "
-            f"LAYOUT in {sorted(LAYOUTS)}, found {text!r}"
+            f"expected MODE:PRECISION:BATCH[:LAYOUT[:FIRST]] with MODE in {sorted(MODES)}, PRECISION in {PRECISIONS}, "
+            f"LAYOUT in {sorted(LAYOUTS)} and FIRST in {FIRST_CONVS}, found {text!r}"
         )
-    return parts[0], parts[1], int(parts[2]), parts[3]
+    return parts[0], parts[1], int(parts[2]), parts[3], parts[4]
+
+
+def as_patch_product(conv: nn.Conv2d) -> None:
+    """Run ``conv`` (no dilation or groups) as one matrix product over its input's patches, with the same weights.
+
+    The output is laid out channels-last (the product's natural order), as the recipe's convolutions are.
+    """
+    if conv.groups != 1 or conv.dilation != (1, 1) or conv.padding_mode != "zeros":
+        raise ValueError(f"a patch product needs groups 1, dilation 1 and zero padding, found {conv}")
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        n, _, height, width = x.shape
+        rows = (height + 2 * conv.padding[0] - conv.kernel_size[0]) // conv.stride[0] + 1
+        cols = (width + 2 * conv.padding[1] - conv.kernel_size[1]) // conv.stride[1] + 1
+        patches = F.unfold(x, conv.kernel_size, padding=conv.padding, stride=conv.stride)  # (n, c*kh*kw, rows*cols)
+        out = F.linear(patches.transpose(1, 2), conv.weight.flatten(1), conv.bias)  # (n, rows*cols, out_channels)
+        return out.view(n, rows, cols, -1).permute(0, 3, 1, 2)
+
+    conv.forward = forward
 
 
 def training_step(
-    images: torch.Tensor, labels: torch.Tensor, mode: str, precision: str, batch_size: int, layout: str
-) -> Callable[[], None]:
+    images: torch.Tensor, labels: torch.Tensor, mode: str, precision: str, batch_size: int, layout: str,
+    first_conv: str = "conv",
+) -> Callable[[], None]:  # fmt: skip
     """One recipe step on the next shuffled batch of the device-resident ``images``; built, not yet run."""
     device = images.device
     memory_format = LAYOUTS[layout]
     net = create_model("nin_d2l")
     init_weights(net, "xavier")
     net = net.to(device, memory_format=memory_format)
+    if first_conv == "patches":
+        as_patch_product(next(m for m in net.modules() if isinstance(m, nn.Conv2d)))
     model = torch.compile(net, mode=MODES[mode]) if MODES[mode] else net
     optimizer = torch.optim.SGD(net.parameters(), lr=0.1, foreach=True)
     autocast = torch.autocast(device.type, torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
@@ -124,7 +151,7 @@ def kernel_table(step: Callable[[], None], steps: int, device: torch.device) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "variants", nargs="+", type=parse_variant, help="MODE:PRECISION:BATCH[:LAYOUT], e.g. compile:bf16:128"
+        "variants", nargs="+", type=parse_variant, help="MODE:PRECISION:BATCH[:LAYOUT[:FIRST]], e.g. compile:bf16:128"
     )
     parser.add_argument("--root", help="folder with the Fashion-MNIST .gz files (default: ninlab's search)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -142,9 +169,9 @@ def main() -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"device {name}, torch {torch.__version__}, {flops / 1e9:.2f} training GFLOP/image", flush=True)
     rows = []
-    for mode, precision, batch_size, layout in args.variants:
+    for mode, precision, batch_size, layout, first_conv in args.variants:
         torch.manual_seed(0)
-        step = training_step(images, labels, mode, precision, batch_size, layout)
+        step = training_step(images, labels, mode, precision, batch_size, layout, first_conv)
         begin = time.perf_counter()
         for _ in range(args.warmup):
             step()
@@ -152,8 +179,8 @@ def main() -> None:
         warmup_s = time.perf_counter() - begin
         rates = [args.steps * batch_size / time_window(step, args.steps, device) for _ in range(args.windows)]
         rate = statistics.median(rates)
-        rows.append((f"{mode}:{precision}:{batch_size}:{layout}", rate, min(rates), max(rates), rate * flops / 1e12,
-                     warmup_s))  # fmt: skip
+        label = f"{mode}:{precision}:{batch_size}:{layout}:{first_conv}"
+        rows.append((label, rate, min(rates), max(rates), rate * flops / 1e12, warmup_s))
         print(f"{rows[-1][0]}: {rate:,.0f} images/s ({min(rates):,.0f}-{max(rates):,.0f}), warm-up {warmup_s:.1f} s",
               flush=True)  # fmt: skip
         if args.profile:

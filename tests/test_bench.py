@@ -1,5 +1,6 @@
 """`ninlab bench` at a tiny size: it runs end to end on real data and reports every figure the issue names."""
 
+import copy
 import gzip
 import importlib.util
 import itertools
@@ -240,17 +241,41 @@ def test_gpu_step_bench_runs_on_the_cpu(real_data_dir, monkeypatch, capsys):
     """scripts/gpu_step_bench.py (the GPU recipe's step without Lightning) runs end to end on real data."""
     bench = _load_script("gpu_step_bench")
     argv = ["gpu_step_bench.py", "--root", str(real_data_dir / "fashion-mnist"), "--device", "cpu", "--steps", "1",
-            "--windows", "2", "--warmup", "1", "--profile", "eager:bf16:2", "eager:fp32:2:contiguous"]  # fmt: skip
+            "--windows", "2", "--warmup", "1", "--profile", "eager:bf16:2",
+            "eager:fp32:2:contiguous:patches"]  # fmt: skip
     monkeypatch.setattr("sys.argv", argv)
     bench.main()
     out = capsys.readouterr().out
     first, second = out.strip().splitlines()[-2:]
-    assert first.startswith("| eager:bf16:2:channels_last |") and second.startswith("| eager:fp32:2:contiguous |")
+    assert first.startswith("| eager:bf16:2:channels_last:conv |"), first
+    assert second.startswith("| eager:fp32:2:contiguous:patches |"), second
     assert out.count("Self CPU time total") == 2  # one kernel table per variant
     with pytest.raises(Exception, match="expected MODE:PRECISION:BATCH"):
         bench.parse_variant("compile:fp16:128")
     with pytest.raises(Exception, match="LAYOUT in"):
         bench.parse_variant("compile:bf16:128:nhwc")
+    with pytest.raises(Exception, match="FIRST in"):
+        bench.parse_variant("compile:bf16:128:contiguous:im2col")
+
+
+def test_gpu_step_bench_patch_product_is_the_same_convolution():
+    """The first convolution as a matrix product over patches gives cuDNN's/oneDNN's outputs and weight gradients."""
+    bench = _load_script("gpu_step_bench")
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(1, 96, 11, stride=4)  # nin_d2l's first convolution
+    twin = copy.deepcopy(conv)
+    bench.as_patch_product(twin)
+    x = torch.rand(2, 1, 67, 67)
+    expected, got = conv(x), twin(x)
+    assert got.shape == expected.shape == (2, 96, 15, 15)
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    expected.square().sum().backward()
+    got.square().sum().backward()
+    torch.testing.assert_close(twin.weight.grad, conv.weight.grad, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(twin.bias.grad, conv.bias.grad, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="groups 1"):
+        bench.as_patch_product(torch.nn.Conv2d(4, 4, 3, groups=2))
 
 
 def test_bare_loop_refuses_a_precision_it_cannot_mirror(real_data_dir):
