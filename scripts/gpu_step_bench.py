@@ -11,9 +11,9 @@ counts training FLOPs with ``torch.utils.flop_counter`` (ninlab.bench.rates). Co
 A variant is ``MODE:PRECISION:BATCH[:LAYOUT[:FIRST]]``, MODE one of eager, compile (``torch.compile``, inductor) or
 cudagraphs (``torch.compile(mode="reduce-overhead")``), PRECISION fp32 or bf16, LAYOUT channels_last (the recipe's,
 the default) or contiguous (NCHW), FIRST how the first convolution runs: conv (cuDNN, the default) or patches (the
-same weights as one matrix product over the image's 11x11 patches; on an H200 cuDNN ran the one-channel 11x11
-convolution on a non-tensor-core engine, 10.6% of the step). ``--profile`` adds each variant's top kernels by time
-on the device over one more window (torch.profiler's table)::
+same weights as one matrix product over the image's 11x11 patches; on an H200 a cuDNN kernel that is not a
+tensor-core engine, most likely this one-channel convolution's, took 10.6% of the step). ``--profile`` adds each
+variant's top kernels by time on the device over one more window (torch.profiler's table)::
 
     PYTHONPATH=src python scripts/gpu_step_bench.py --root DIR eager:fp32:128 eager:bf16:128 compile:bf16:128
     PYTHONPATH=src python scripts/gpu_step_bench.py --root DIR --profile eager:bf16:128 cudagraphs:bf16:128:contiguous
