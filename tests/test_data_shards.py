@@ -155,6 +155,18 @@ def test_data_module_takes_classes_size_and_stats_from_the_index(packed):
     assert data.test_stand_in == "the packed val split"  # what ninlab fit's accuracy line then names
 
 
+def test_the_normalised_training_sample_is_the_packs_first_training_images(packed):
+    from ninlab.data import ImageDataModule
+
+    data = ImageDataModule("shards", root=str(packed), batch_size=16, num_workers=2)
+    data.setup("fit")
+    sample = data.normalised_train_sample(40)  # more than a batch: read across batches and shards
+    stream = ShardStream(read_index(str(packed)), "train", 40, train=False, seed=0)
+    first, _ = next(stream._batches(0))
+    assert torch.equal(sample, data.prepare_batch(first)) and sample.dtype == torch.float32
+    assert len(data.normalised_train_sample(10_000)) == N_TRAIN
+
+
 def test_a_dropped_unfinished_pass_stops_its_workers_at_once(packed):
     """Dropping a loader in the middle of a pass (an interrupted fit, a first batch looked at) ends its workers then.
 

@@ -253,6 +253,30 @@ class ImageDataModule(EvaluationSplits, DeviceBatches, L.LightningDataModule):
         """The training split as set up: uint8 images ``N x C x H x W`` and int64 labels (after ``setup("fit")``)."""
         return self._set_up("train").tensors
 
+    def normalised_train_sample(self, count: int) -> torch.Tensor:
+        """The first ``count`` training images (fewer if the split is smaller) as the network sees them at full size:
+        scaled, resized, normalised, not augmented (after ``setup("fit")``); for statistics such as patch whitening.
+
+        In-memory data gives the split's first images; a shard pack those of its first training shards, read on
+        this process without workers.
+        """
+        if self._packed is None:
+            images = self.train_tensors[0][:count]
+        else:
+            loader = self._packed.loader("train", min(count, self.batch_size), train=False, seed=self.seed, rank=0,
+                                         world_size=1, num_workers=0, epoch=self._epoch)  # fmt: skip
+            chunks, found = [], 0
+            try:
+                for batch, _ in loader:
+                    chunks.append(batch[: count - found])
+                    found += len(chunks[-1])
+                    if found >= count:
+                        break
+            finally:
+                loader.close()
+            images = torch.cat(chunks)
+        return self.prepare_batch(images)
+
     @property
     def test_tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The test split as set up: uint8 images ``N x C x H x W`` and int64 labels (after ``setup("test")``)."""

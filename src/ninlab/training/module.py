@@ -17,7 +17,7 @@ from torch import nn
 
 from ninlab._runtime.distributed import destroy_process_group_at_exit
 from ninlab.errors import CheckpointError, ConfigError, check_choice
-from ninlab.models.init import init_weights
+from ninlab.models.init import check_whitenable, first_conv, init_weights, patch_whitening_filters
 from ninlab.models.registry import ModelKwargs, create_model
 from ninlab.training.metrics import EpochTally
 from ninlab.training.optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_scheduler
@@ -29,6 +29,9 @@ __all__ = ["SPLITS", "NiNClassifier"]
 SPLITS = ("train", "val", "test")
 # torch.compile modes (torch._inductor.list_mode_options() names them, plus "default").
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+WHITENING_IMAGES = 5000
+"""Training images whose patches set the whitened first convolution: fewer where 5,000 would take more than 128 MB
+as float32 (668 at 1 x 224 x 224)."""
 
 
 class NiNClassifier(LightningModule):
@@ -62,6 +65,10 @@ class NiNClassifier(LightningModule):
         label_smoothing: Cross-entropy label smoothing of the training loss (validation/test loss is plain CE).
         init: Weight initialisation: ``default`` (PyTorch's), ``xavier`` (d2l), ``gaussian`` (Caffe, std 0.05),
             ``kaiming``.
+        whiten_first_conv: Set the first convolution's filters, when a fit starts, to a whitening of the training
+            images' patches (:func:`ninlab.models.init.patch_whitening_filters`: the leading principal directions
+            and their negatives, from up to 5,000 training images) and keep them fixed while training, as the
+            fast CIFAR-10 trainers do. A resumed fit keeps the checkpoint's filters.
         tta_flip: Average the logits of each image and its horizontal mirror when evaluating and predicting.
         channels_last: Keep the network's weights in channels-last memory format (faster convolutions on CPU).
         compile: Compile the network with ``torch.compile`` (in place, when the trainer sets the model up), for GPUs:
@@ -94,6 +101,7 @@ class NiNClassifier(LightningModule):
         min_lr_ratio: float = 0.0,
         label_smoothing: float = 0.0,
         init: str = "default",
+        whiten_first_conv: bool = False,
         tta_flip: bool = False,
         channels_last: bool = False,
         compile: bool = False,
@@ -115,6 +123,12 @@ class NiNClassifier(LightningModule):
         if class_names is not None and len(class_names) != self.net.num_classes:
             raise ConfigError(f"{len(class_names)} class names for a model with {self.net.num_classes} classes")
         init_weights(self.net, init)
+        if whiten_first_conv:
+            check_whitenable(first_conv(self.net))
+            # Fixed, so excluded from the optimiser (ninlab.training.optim.param_groups) and from the backward pass.
+            first_conv(self.net).weight.requires_grad_(False)
+        self.first_conv_whitened = False
+        """Whether :meth:`whiten_first_conv_from` has set the first convolution's filters in this process."""
         self.net_compiled = False
         """Whether :meth:`configure_model` compiled ``net`` (trainers call it again for every fit, test...)."""
         if channels_last:
@@ -146,11 +160,33 @@ class NiNClassifier(LightningModule):
             raise ConfigError(f"gamma must be in (0, 1] and min_lr_ratio in [0, 1], got {hp.gamma}, {hp.min_lr_ratio}")
 
     def setup(self, stage: str) -> None:
-        """Have a multi-process run's process group destroyed before this process exits.
+        """Whiten the first convolution for a fit when asked; have a multi-process run's process group destroyed
+        before this process exits.
 
-        Without it a DDP rank can abort at exit: see :func:`ninlab._runtime.distributed.destroy_process_group_at_exit`.
+        The filters are set here, before the trainer restores a ``--ckpt_path`` checkpoint (so a resumed fit keeps
+        the checkpoint's) and before DDP copies rank 0's weights to the other processes. Without the process group's
+        destruction a DDP rank can abort at exit: see :func:`ninlab._runtime.distributed.destroy_process_group_at_exit`.
         """
         destroy_process_group_at_exit()
+        if stage == "fit" and self.hparams.get("whiten_first_conv") and not self.first_conv_whitened:
+            self.whiten_first_conv_from(self.trainer.datamodule)
+
+    def whiten_first_conv_from(self, datamodule: Any) -> None:
+        """Set the first convolution's filters to a whitening of the patches of ``datamodule``'s first training images.
+
+        What a fit with ``whiten_first_conv`` does at its start; a loop without Lightning calls it to train the same
+        way. ``datamodule`` is an :class:`~ninlab.data.ImageDataModule` set up for fitting.
+        """
+        sample = getattr(datamodule, "normalised_train_sample", None)
+        if sample is None:
+            found = "no data module" if datamodule is None else type(datamodule).__name__
+            raise ConfigError(f"whiten_first_conv needs the training images of ninlab's ImageDataModule, found "
+                              f"{found}; fit with --data options or set --model.whiten_first_conv false")  # fmt: skip
+        images = sample(min(WHITENING_IMAGES, max(1, 2**25 // math.prod(self.input_size))))
+        conv = first_conv(self.net)
+        with torch.no_grad():
+            conv.weight.copy_(patch_whitening_filters(images, conv))
+        self.first_conv_whitened = True
 
     def configure_model(self) -> None:
         """Compile the network when ``compile`` is set (once, lazily: only runs that train or evaluate pay for it).
