@@ -38,6 +38,7 @@ from torch import nn
 from ninlab import create_model
 from ninlab.bench.rates import training_flops_per_image
 from ninlab.data import load_dataset, transforms
+from ninlab.models.init import first_conv as first_convolution
 from ninlab.models.init import init_weights
 
 IMAGE_SIZE = 224
@@ -90,7 +91,7 @@ def training_step(
     init_weights(net, "xavier")
     net = net.to(device, memory_format=memory_format)
     if first_conv == "patches":
-        as_patch_product(next(m for m in net.modules() if isinstance(m, nn.Conv2d)))
+        as_patch_product(first_convolution(net))
     model = torch.compile(net, mode=MODES[mode]) if MODES[mode] else net
     optimizer = torch.optim.SGD(net.parameters(), lr=0.1, foreach=True)
     autocast = torch.autocast(device.type, torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()

@@ -183,8 +183,7 @@ def run_seed_style(config: BenchConfig, workdir: str, turns: Turns | None = None
     datamodule.setup("fit")
     images, labels = datamodule.train_tensors
     model = cli.model
-    if model.hparams.whiten_first_conv:  # the trainer's setup would look for a datamodule, which A does not use
-        model.whiten_first_conv_from(datamodule)
+    model.whiten_first_conv_from(datamodule)  # the trainer's setup would look for a datamodule, which A does not use
     loader = DataLoader(PerSampleDataset(images, labels, *datamodule.mean_std), datamodule.batch_size, shuffle=True)
     model.net = model.net.to(memory_format=torch.contiguous_format)  # NCHW, as the Lightning NiN document trains
     flops = training_flops_per_image(model.net, datamodule.input_size)
@@ -208,8 +207,7 @@ def run_bare(config: BenchConfig, workdir: str, turns: Turns | None = None) -> P
     datamodule, hparams = cli.datamodule, cli.model.hparams
     datamodule.setup("fit")
     images, labels = datamodule.train_tensors
-    if hparams.whiten_first_conv:
-        cli.model.whiten_first_conv_from(datamodule)
+    cli.model.whiten_first_conv_from(datamodule)
     net = cli.model.net.train()
     flops = training_flops_per_image(net, datamodule.input_size)
     sampler = ShardedBatchSampler(images, datamodule.batch_size, shuffle=True, seed=datamodule.seed)

@@ -124,9 +124,10 @@ class NiNClassifier(LightningModule):
             raise ConfigError(f"{len(class_names)} class names for a model with {self.net.num_classes} classes")
         init_weights(self.net, init)
         if whiten_first_conv:
-            check_whitenable(first_conv(self.net))
+            conv = first_conv(self.net)
+            check_whitenable(conv)
             # Fixed, so excluded from the optimiser (ninlab.training.optim.param_groups) and from the backward pass.
-            first_conv(self.net).weight.requires_grad_(False)
+            conv.weight.requires_grad_(False)
         self.first_conv_whitened = False
         """Whether :meth:`whiten_first_conv_from` has set the first convolution's filters in this process."""
         self.net_compiled = False
@@ -168,15 +169,18 @@ class NiNClassifier(LightningModule):
         destruction a DDP rank can abort at exit: see :func:`ninlab._runtime.distributed.destroy_process_group_at_exit`.
         """
         destroy_process_group_at_exit()
-        if stage == "fit" and self.hparams.get("whiten_first_conv") and not self.first_conv_whitened:
+        if stage == "fit":
             self.whiten_first_conv_from(self.trainer.datamodule)
 
     def whiten_first_conv_from(self, datamodule: Any) -> None:
-        """Set the first convolution's filters to a whitening of the patches of ``datamodule``'s first training images.
+        """Set the first convolution's filters to a whitening of the patches of ``datamodule``'s first training images,
+        when ``whiten_first_conv`` is set and this process has not set them yet (otherwise nothing).
 
-        What a fit with ``whiten_first_conv`` does at its start; a loop without Lightning calls it to train the same
-        way. ``datamodule`` is an :class:`~ninlab.data.ImageDataModule` set up for fitting.
+        What a fit does at its start; a loop without Lightning calls it to train the same way. ``datamodule`` is an
+        :class:`~ninlab.data.ImageDataModule` set up for fitting.
         """
+        if not self.hparams.get("whiten_first_conv") or self.first_conv_whitened:
+            return
         sample = getattr(datamodule, "normalised_train_sample", None)
         if sample is None:
             found = "no data module" if datamodule is None else type(datamodule).__name__
