@@ -169,7 +169,7 @@ class NiNClassifier(LightningModule):
         destruction a DDP rank can abort at exit: see :func:`ninlab._runtime.distributed.destroy_process_group_at_exit`.
         """
         destroy_process_group_at_exit()
-        if stage == "fit":
+        if stage == "fit" and self.hparams.get("whiten_first_conv"):  # only then is a trainer's datamodule needed
             self.whiten_first_conv_from(self.trainer.datamodule)
 
     def whiten_first_conv_from(self, datamodule: Any) -> None:
